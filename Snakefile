@@ -1,0 +1,31 @@
+# Reproduction workflow (Snakemake). The same stages, commands and files are described
+# for DVC in dvc.yaml; tests/test_dag_agreement.py checks that the two agree.
+#
+#   snakemake --cores 2                          # the mini study (params.yaml: profile)
+#   snakemake -n --config profile=paper          # what the paper run would do
+#
+# All knobs live in params.yaml; only `profile` may be overridden with --config.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "params.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/bm25.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+rule all:
+    input:
+        REPORT,
+    default_target: True
+
+
+onsuccess:
+    # Record the outputs in DVC so `dvc status` is clean and `dvc repro` has nothing to do.
+    shell("irrepro dvc-commit --profile {PROFILE} --log logs/{PROFILE}/dvc-commit.log")

@@ -1,0 +1,58 @@
+"""Keep DVC's record in step with outputs produced by Snakemake.
+
+After a Snakemake run the outputs exist but dvc.lock does not describe them. Committing
+every stage whose outputs are all present (``dvc commit --force``) records their hashes,
+so ``dvc status`` is clean and ``dvc repro`` has nothing to do. Stages with missing
+outputs (a partial run) are skipped and named in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from pathlib import Path
+
+import yaml
+
+log = logging.getLogger("irrepro.dvcsync")
+
+
+def committable_stages(root: str | Path = ".") -> tuple[list[str], list[str]]:
+    """Split dvc.yaml's stages into (all outputs present, some output missing)."""
+    from dvc.repo import Repo
+
+    ready, missing = [], []
+    with Repo(str(root)) as repo:
+        for stage in repo.index.stages:
+            if not stage.cmd:
+                continue
+            (ready if all(Path(o.fs_path).exists() for o in stage.outs) else missing).append(stage.name)
+    return ready, missing
+
+
+def params_profile(root: str | Path = ".") -> str:
+    with open(Path(root) / "params.yaml") as fh:
+        return yaml.safe_load(fh)["profile"]
+
+
+def commit(profile: str, root: str | Path = ".") -> int:
+    root = Path(root)
+    if not (root / ".dvc").is_dir():
+        log.warning("no .dvc directory in %s: nothing recorded", root)
+        return 0
+    if params_profile(root) != profile:
+        log.warning(
+            "Snakemake ran profile %r but params.yaml says %r: DVC describes the params.yaml "
+            "profile, so nothing is recorded (set `profile` in params.yaml to share state)",
+            profile,
+            params_profile(root),
+        )
+        return 0
+    ready, missing = committable_stages(root)
+    if missing:
+        log.info("not recorded in DVC (outputs missing): %s", ", ".join(missing))
+    if not ready:
+        return 0
+    log.info("recording %d stage(s) in dvc.lock: %s", len(ready), ", ".join(ready))
+    subprocess.run(["dvc", "commit", "--force", "--quiet", *ready], cwd=root, check=True)
+    return 0

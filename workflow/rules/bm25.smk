@@ -1,0 +1,36 @@
+rule index:
+    input:
+        code("bm25.py", "java.py"),
+        corpus=CORPUS,
+    output:
+        directory(INDEX),
+    params:
+        threads=P["bm25"]["threads"],
+    threads: P["bm25"]["threads"]
+    log:
+        f"{LOGS}/index.log",
+    resources:
+        mem_mb=16000 if PROFILE == "paper" else 2000,
+        runtime=240 if PROFILE == "paper" else 10,
+    shell:
+        "irrepro index --profile {PROFILE} --corpus {input.corpus} --out {output} --log {log}"
+
+
+rule bm25:
+    input:
+        code("bm25.py", "java.py", "trec.py", "datasets.py"),
+        index=INDEX,
+        raw=RAW,
+    output:
+        directory(BM25_RUNS),
+    params:
+        bm25=P["bm25"],
+        datasets=P["datasets"],
+    threads: P["bm25"]["threads"]
+    log:
+        f"{LOGS}/bm25.log",
+    resources:
+        mem_mb=16000 if PROFILE == "paper" else 2000,
+        runtime=120 if PROFILE == "paper" else 10,
+    shell:
+        "irrepro bm25 --profile {PROFILE} --index {input.index} --raw {input.raw} --out {output} --log {log}"

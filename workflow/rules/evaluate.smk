@@ -1,0 +1,36 @@
+rule evaluate:
+    input:
+        code("evaluate.py", "trec.py", "datasets.py"),
+        raw=RAW,
+        runs=BM25_RUNS,
+    output:
+        json=METRICS_BM25,
+        perquery=PERQUERY_BM25,
+    params:
+        evaluate=P["evaluate"],
+        datasets=P["datasets"],
+    log:
+        f"{LOGS}/evaluate.log",
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        "irrepro evaluate --profile {PROFILE} --raw {input.raw} --runs {input.runs}"
+        " --out {output.json} --perquery {output.perquery} --log {log}"
+
+
+rule report:
+    input:
+        code("report.py", "resources/references.yaml"),
+        metrics=METRICS_BM25,
+    output:
+        REPORT,
+    params:
+        on_fail=P["evaluate"]["on_fail"],
+    log:
+        f"{LOGS}/report.log",
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "irrepro report --profile {PROFILE} --metrics {input.metrics} --out {output} --log {log}"
