@@ -328,20 +328,3 @@ def doc_texts(index_dir: str, docids: Iterable[str]) -> dict[str, str]:
         out[docid] = _text_of(document, docid, index_dir)
     return out
 
-
-def read_topics(path: str) -> dict[str, str]:
-    """``qid<TAB>query`` topics file (Anserini's ``topics.*.txt``) -> ``{qid: query}``."""
-    topics: dict[str, str] = {}
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            parts = line.split("\t")
-            if len(parts) != 2 or not parts[0].strip():
-                raise ValueError(f"{path}:{lineno}: expected 'qid<TAB>query'")
-            qid = parts[0].strip()
-            if qid in topics:
-                raise ValueError(f"{path}:{lineno}: duplicate qid {qid}")
-            topics[qid] = parts[1].strip()
-    return topics

@@ -101,14 +101,9 @@ def cmd_evaluate(a, P) -> int:
 
 
 def cmd_report(a, P) -> int:
-    import json
+    from .report import build_report, count_fails, load_metrics, load_references, metrics_table, write_report
 
-    from .report import build_report, count_fails, load_references, metrics_table, write_report
-
-    metrics: dict = {}
-    for m in a.metrics:
-        with open(m) as fh:
-            metrics.update(json.load(fh))
+    metrics = load_metrics(a.metrics)
     refs = load_references()
     text = build_report(metrics, refs, P["profile"])
     write_report(text, a.out)

@@ -162,10 +162,12 @@ def evaluate_run(
     unique = list(dict.fromkeys(names))
     ranx_qrels, runs = _ranx_pair(qrels, {"run": run})
     ranx_run = runs["run"]
+    # ranx 0.3.21 bug: evaluate(..., return_mean=False) with a single "name@k" metric raises
+    # KeyError (it indexes its result with the metric name stripped of "@k"); asking for the
+    # metric twice makes it return the {metric: scores} dict.
+    request = unique if len(unique) > 1 else unique * 2
     with _quiet():
-        scores = ranx.evaluate(ranx_qrels, ranx_run, unique, return_mean=False, save_results_in_run=False)
-    if len(unique) == 1:
-        scores = {unique[0]: scores}
+        scores = ranx.evaluate(ranx_qrels, ranx_run, request, return_mean=False, save_results_in_run=False)
     qids = ranx_run.get_query_ids()
     assert qids == ranx_qrels.get_query_ids(), "ranx query order mismatch"
     aggregate: dict[str, float] = {}
@@ -260,12 +262,14 @@ def compare(
     if len(set(names)) != len(names):
         raise ValueError(f"metrics map to duplicate ranx metrics: {names}")
     to_user = dict(zip(names, metrics))
+    # same ranx single-metric bug as in evaluate_run (compare calls evaluate per run)
+    request = names if len(names) > 1 else names * 2
     ranx_qrels, ranx_runs = _ranx_pair(qrels, runs)
     with _quiet():
         report = ranx.compare(
             ranx_qrels,
             list(ranx_runs.values()),
-            names,
+            request,
             stat_test=stat_test,
             n_permutations=n_permutations,
             max_p=max_p,

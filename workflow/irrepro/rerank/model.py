@@ -1,0 +1,159 @@
+"""The reranker: a sequence-classification LLM (one logit) with a LoRA adapter.
+
+``load_reranker`` builds exactly what the recipe table asks for:
+``AutoModelForSequenceClassification(num_labels=1)`` (score of the last non-pad token),
+LoRA on the family's module set from :mod:`irrepro.rerank.targets`, and the classification
+head ``score`` trained in full as a *module to save*, so that every saved adapter
+(``adapter_config.json`` + ``adapter_model.safetensors``) carries the head and is usable
+on its own with the base model. The head is called ``score`` in all three families
+(``LlamaForSequenceClassification``, ``MistralForSequenceClassification``,
+``GPTNeoXForSequenceClassification``); a model without a ``score`` module is an error.
+
+Pad token (the score is read at the last token that is not the pad token, so pad must not
+be a token that ends real inputs, in particular not eos, which
+:func:`irrepro.rerank.inputs.encode_pair` appends):
+
+1. the tokenizer's pad token, if it has one that differs from eos;
+2. else its unk token, if it differs from eos (Llama-2 / Mistral: ``<unk>``, as in
+   Tevatron's RankLLaMA);
+3. else an existing special token whose name contains "pad" (Llama-3.1:
+   ``<|finetune_right_pad_id|>``);
+4. else a new ``<pad>`` token. The embedding matrix is resized only if the new id does not
+   fit (Pythia's matrix has spare rows, so it fits); if it is resized, peft stores the
+   embeddings with every adapter (logged as a warning). The pad row's values never matter:
+   pad positions are masked and never read.
+
+The resulting ``pad_token_id`` is written into ``model.config``.
+
+A Hugging Face token is taken only from the ``token`` argument or ``$HF_TOKEN``, never from
+a stored login, and is never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from . import targets as T
+
+log = logging.getLogger("irrepro")
+
+HEAD = "score"
+
+__all__ = ["load_reranker", "HEAD"]
+
+
+def _choose_pad(tokenizer) -> tuple[str, bool]:
+    """(pad token string, whether it is new to the tokenizer)."""
+    eos = tokenizer.eos_token_id
+    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id != eos:
+        return tokenizer.pad_token, False
+    if tokenizer.unk_token_id is not None and tokenizer.unk_token_id != eos:
+        return tokenizer.unk_token, False
+    vocab = tokenizer.get_vocab()
+    specials = list(getattr(tokenizer, "all_special_tokens", [])) + [
+        t.content if hasattr(t, "content") else str(t)
+        for t in getattr(tokenizer, "added_tokens_decoder", {}).values()
+    ]
+    for tok in specials:
+        if "pad" in tok.lower() and tok in vocab and vocab[tok] != eos:
+            return tok, False
+    return "<pad>", True
+
+
+def _resolve_dtype(dtype):
+    if dtype is None or not isinstance(dtype, str):
+        return dtype
+    if dtype == "auto":
+        return "auto"
+    import torch
+
+    try:
+        return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}.get(dtype) or getattr(torch, dtype)
+    except AttributeError:
+        raise ValueError(f"unknown dtype {dtype!r}; use e.g. 'bfloat16', 'float32' or 'auto'") from None
+
+
+def _enable_checkpointing(model) -> None:
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    model.enable_input_require_grads()
+
+
+def load_reranker(
+    base_dir_or_id: str | os.PathLike,
+    rank: int,
+    targets: str,
+    alpha: float = 64,
+    dropout: float = 0.1,
+    dtype=None,
+    gradient_checkpointing: bool = False,
+    token: str | None = None,
+):
+    """``(peft_model, tokenizer)``: the base model as a one-logit classifier with a fresh,
+    trainable LoRA adapter of ``rank`` on ``targets`` (mha | mlp | all) plus the ``score``
+    head as a module to save. Raises :class:`~irrepro.rerank.targets.UnknownArchitecture`
+    for a model type outside the target table and ``ValueError`` if a target module or
+    the head is missing.
+    """
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    if int(rank) < 1:
+        raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+    src = str(base_dir_or_id)
+    # Only the argument or $HF_TOKEN; False stops huggingface_hub from using a stored login.
+    tok_arg = token or os.environ.get("HF_TOKEN") or False
+
+    config = AutoConfig.from_pretrained(src, token=tok_arg)
+    family = T.family_of(config.model_type)  # unknown architecture -> clear error, before loading weights
+    names = T.target_modules(family, targets)
+
+    tokenizer = AutoTokenizer.from_pretrained(src, token=tok_arg)
+    tokenizer.padding_side = "right"
+    pad, is_new = _choose_pad(tokenizer)
+    if is_new:
+        tokenizer.add_special_tokens({"pad_token": pad})
+    else:
+        tokenizer.pad_token = pad
+
+    model = AutoModelForSequenceClassification.from_pretrained(src, num_labels=1, dtype=_resolve_dtype(dtype), token=tok_arg)
+    n_rows = model.get_input_embeddings().weight.shape[0]
+    if tokenizer.pad_token_id >= n_rows:
+        log.warning("added pad token %r does not fit the %d-row embedding matrix: resizing it (peft will then "
+                    "store the embeddings with every adapter)", pad, n_rows)
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    text_config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    text_config.pad_token_id = tokenizer.pad_token_id
+    if getattr(model.config, "use_cache", None):
+        model.config.use_cache = False  # no generation; avoids a cache during training
+
+    head = getattr(model, HEAD, None)
+    if head is None:
+        raise ValueError(f"{type(model).__name__} has no {HEAD!r} head module; cannot save it with the adapter")
+    T.check_modules_exist(model, names)
+    if gradient_checkpointing:
+        _enable_checkpointing(model)
+
+    lora = LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=int(rank),
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=names,
+        modules_to_save=[HEAD],
+        bias="none",
+    )
+    peft_model = get_peft_model(model, lora)
+    trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
+    if not any(f".{HEAD}." in n for n in trainable) or not any("lora_" in n for n in trainable):
+        raise RuntimeError(f"peft did not make the LoRA weights and the {HEAD!r} head trainable: {trainable[:8]}")
+    n_train = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    n_all = sum(p.numel() for p in peft_model.parameters())
+    log.info("reranker %s (%s): LoRA r=%d alpha=%s dropout=%s on %s; trainable %d / %d parameters",
+             src, family, rank, alpha, dropout, names, n_train, n_all)
+    return peft_model, tokenizer
