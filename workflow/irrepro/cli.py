@@ -101,15 +101,13 @@ def cmd_evaluate(a, P) -> int:
 
 
 def cmd_report(a, P) -> int:
-    from .report import build_report, count_fails, load_metrics, load_references, metrics_table, write_report
+    from .report import build_report, count_fails, load_metrics, load_references, write_report
 
     metrics = load_metrics(a.metrics)
     refs = load_references()
     text = build_report(metrics, refs, P["profile"])
     write_report(text, a.out)
-    print(metrics_table(metrics))
-    print()
-    print(text)
+    log.info("report written to %s", a.out)
     fails = count_fails(metrics, refs, P["profile"])
     if fails and P["evaluate"]["on_fail"] == "fail":
         log.error("%d reference number(s) not reproduced; see %s", fails, a.out)
