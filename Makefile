@@ -26,7 +26,7 @@ $(STAMP): envs/requirements.lock pyproject.toml
 	@echo "== creating $(VENV) from envs/requirements.lock"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
-	$(BIN)/python -m pip install -q -r envs/requirements.lock
+	set -o pipefail; $(BIN)/python -m pip install -q -r envs/requirements.lock 2>&1 | { grep -v "^WARNING: Location 'file://" || true; }
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (irrepro)" >/dev/null
 	$(BIN)/irrepro check-params

@@ -29,7 +29,7 @@ def snakemake_rules(workdir: Path, profile: str) -> dict:
         for rule in wf.rules:
             if rule.name == "all":
                 continue
-            names = {**wf.globals, "input": rule.input, "output": rule.output, "log": rule.log}
+            names = {**wf.globals, "input": rule.input, "output": rule.output, "log": rule.log, "params": rule.params}
             cmd = rule.shellcmd.format(**names)
             out[rule.name] = {
                 "cmd": " ".join(cmd.split()),
@@ -60,6 +60,7 @@ def project_copy(request, root, tmp_path):
     for name in ("Snakefile", "dvc.yaml", "params.yaml"):
         shutil.copy(root / name, tmp_path / name)
     shutil.copytree(root / "workflow", tmp_path / "workflow", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(root / "envs", tmp_path / "envs")
     raw = yaml.safe_load((tmp_path / "params.yaml").read_text())
     raw["profile"] = request.param
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))

@@ -5,6 +5,7 @@ rule index:
     output:
         directory(INDEX),
     params:
+        profile=PROFILE,
         threads=P["bm25"]["threads"],
     threads: P["bm25"]["threads"]
     log:
@@ -12,8 +13,10 @@ rule index:
     resources:
         mem_mb=16000 if PROFILE == "paper" else 2000,
         runtime=240 if PROFILE == "paper" else 10,
+    conda:
+        ENV
     shell:
-        "irrepro index --profile {PROFILE} --corpus {input.corpus} --out {output} --log {log}"
+        "irrepro index --profile {params.profile} --corpus {input.corpus} --out {output} --log {log}"
 
 
 rule bm25:
@@ -24,6 +27,7 @@ rule bm25:
     output:
         directory(BM25_RUNS),
     params:
+        profile=PROFILE,
         bm25=P["bm25"],
         datasets=P["datasets"],
     threads: P["bm25"]["threads"]
@@ -32,5 +36,7 @@ rule bm25:
     resources:
         mem_mb=16000 if PROFILE == "paper" else 2000,
         runtime=120 if PROFILE == "paper" else 10,
+    conda:
+        ENV
     shell:
-        "irrepro bm25 --profile {PROFILE} --index {input.index} --raw {input.raw} --out {output} --log {log}"
+        "irrepro bm25 --profile {params.profile} --index {input.index} --raw {input.raw} --out {output} --log {log}"

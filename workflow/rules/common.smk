@@ -20,6 +20,8 @@ REPORT = f"results/{PROFILE}/report.md"
 LOGS = f"logs/{PROFILE}"
 
 PKG = "workflow/irrepro"
+# For `snakemake --sdm conda`: the same pinned set as the venv (relative to the rule files).
+ENV = "../../envs/environment.yaml"
 
 
 def code(*modules):

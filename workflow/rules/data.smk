@@ -4,14 +4,17 @@ rule download:
     output:
         directory(RAW),
     params:
+        profile=PROFILE,
         data=P["data"],
     log:
         f"{LOGS}/download.log",
     resources:
         mem_mb=1000,
         runtime=120 if PROFILE == "paper" else 10,
+    conda:
+        ENV
     shell:
-        "irrepro download --profile {PROFILE} --out {output} --log {log}"
+        "irrepro download --profile {params.profile} --out {output} --log {log}"
 
 
 rule corpus:
@@ -21,11 +24,14 @@ rule corpus:
     output:
         CORPUS,
     params:
+        profile=PROFILE,
         corpus=P["bm25"]["corpus"],
     log:
         f"{LOGS}/corpus.log",
     resources:
         mem_mb=4000,
         runtime=60 if PROFILE == "paper" else 10,
+    conda:
+        ENV
     shell:
-        "irrepro corpus --profile {PROFILE} --raw {input.raw} --out {output} --log {log}"
+        "irrepro corpus --profile {params.profile} --raw {input.raw} --out {output} --log {log}"

@@ -7,6 +7,7 @@ rule evaluate:
         json=METRICS_BM25,
         perquery=PERQUERY_BM25,
     params:
+        profile=PROFILE,
         evaluate=P["evaluate"],
         datasets=P["datasets"],
     log:
@@ -14,8 +15,10 @@ rule evaluate:
     resources:
         mem_mb=2000,
         runtime=30,
+    conda:
+        ENV
     shell:
-        "irrepro evaluate --profile {PROFILE} --raw {input.raw} --runs {input.runs}"
+        "irrepro evaluate --profile {params.profile} --raw {input.raw} --runs {input.runs}"
         " --out {output.json} --perquery {output.perquery} --log {log}"
 
 
@@ -26,11 +29,14 @@ rule report:
     output:
         REPORT,
     params:
+        profile=PROFILE,
         on_fail=P["evaluate"]["on_fail"],
     log:
         f"{LOGS}/report.log",
     resources:
         mem_mb=1000,
         runtime=5,
+    conda:
+        ENV
     shell:
-        "irrepro report --profile {PROFILE} --metrics {input.metrics} --out {output} --log {log}"
+        "irrepro report --profile {params.profile} --metrics {input.metrics} --out {output} --log {log}"

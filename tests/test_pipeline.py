@@ -1,0 +1,87 @@
+"""End to end: the mini pipeline under both runners, and the state they share.
+
+Runs the real workflow (download from the ../shared/data mirror, pyserini, ranx) in a
+scratch copy of the project. About a minute per runner on 2 cores.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+BIN = str(Path(sys.executable).parent)
+
+
+def run(cmd, cwd, check=True):
+    env = {**os.environ, "PATH": BIN + os.pathsep + os.environ.get("PATH", "")}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture
+def project(root, shared_data, tmp_path, monkeypatch):
+    """A scratch copy of the workflow definition in a new git + DVC repository."""
+    for name in ("Snakefile", "dvc.yaml", "params.yaml"):
+        shutil.copy(root / name, tmp_path / name)
+    shutil.copytree(root / "workflow", tmp_path / "workflow", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(root / "envs", tmp_path / "envs")
+    run(["git", "init", "-q"], tmp_path)
+    run(["dvc", "init", "-q"], tmp_path)
+    shutil.copy(root / ".dvc" / "config", tmp_path / ".dvc" / "config")
+    monkeypatch.setenv("IRREPRO_DATA_MIRROR", str(shared_data))
+    return tmp_path
+
+
+def assert_reference_rows_ok(project):
+    report = (project / "results" / "mini" / "report.md").read_text()
+    assert "| bm25-published-rankllm | dl19 | ndcg@10 | 0.5058 | 0.5058 | 0.0005 | OK |" in report
+    assert "| bm25-published-rankllm | dl20 | ndcg@10 | 0.4796 | 0.4796 | 0.0005 | OK |" in report
+    assert "0 FAIL" in report
+
+
+def test_snakemake_run_is_recorded_in_dvc_and_param_change_reruns_downstream(project):
+    run(["snakemake", "--cores", "2"], project)
+    assert_reference_rows_ok(project)
+    for stage in ("download", "corpus", "index", "bm25", "evaluate", "report"):
+        assert (project / "logs" / "mini" / f"{stage}.log").stat().st_size > 0, f"{stage} wrote no log"
+    assert "Nothing to be done" in run(["snakemake", "-n"], project)
+    assert "up to date" in run(["dvc", "status"], project)
+    assert "Running stage" not in run(["dvc", "repro"], project)
+
+    # bm25.k1 feeds bm25 and what follows it; download, corpus and index are kept.
+    params = (project / "params.yaml").read_text().replace("k1: 0.9", "k1: 1.2")
+    (project / "params.yaml").write_text(params)
+    dry = run(["snakemake", "-n"], project)
+    assert "rule bm25:" in dry and "rule evaluate:" in dry and "rule report:" in dry
+    assert "rule download:" not in dry and "rule index:" not in dry and "rule corpus:" not in dry
+    out = run(["dvc", "repro"], project)
+    assert "Running stage 'bm25'" in out and "Running stage 'report'" in out
+    assert "Running stage 'index'" not in out and "Running stage 'download'" not in out
+
+
+def test_dvc_repro_then_snakemake_has_nothing_to_do(project):
+    out = run(["dvc", "repro"], project)
+    assert "Running stage 'report'" in out
+    assert_reference_rows_ok(project)
+    assert "Running stage" not in run(["dvc", "repro"], project)
+    assert "up to date" in run(["dvc", "status"], project)
+    assert "Nothing to be done" in run(["snakemake", "-n"], project)
+
+
+def test_paper_dry_run_lists_paper_jobs_offline(project):
+    out = run(["snakemake", "-n", "--config", "profile=paper"], project)
+    for rule in ("download", "corpus", "index", "bm25", "evaluate", "report"):
+        assert f"rule {rule}:" in out
+    assert "data/paper/raw" in out and "results/paper/report.md" in out
+    assert not (project / "data").exists(), "a dry run must not touch anything"
+
+
+def test_snakemake_lint_is_clean(project):
+    out = run(["snakemake", "--lint"], project, check=False)
+    assert "Congratulations, your workflow is in a good condition!" in out, out
