@@ -1,20 +1,29 @@
 """The Snakefile (workflow/rules/*.smk) and dvc.yaml describe the same DAG.
 
-For each profile, every Snakemake rule (but `all`) must have a DVC stage of the same name
-with the identical command, the same inputs as deps and the same outputs as outs.
+For each profile, every job of the Snakemake DAG (but `all`) must match one DVC stage
+(matrix/foreach stages expanded) writing the same outputs, with the identical command and
+the same inputs as deps; the rule name is the stage name (before DVC's `@` suffix).
 """
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 
-def snakemake_rules(workdir: Path, profile: str) -> dict:
+def snakemake_jobs(workdir: Path, profile: str) -> dict:
+    """Every job of the full DAG (forceall), keyed by its sorted outputs."""
     from snakemake.api import SnakemakeApi
-    from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings, StorageSettings
+    from snakemake.settings.types import (
+        ConfigSettings,
+        DAGSettings,
+        OutputSettings,
+        ResourceSettings,
+        StorageSettings,
+    )
 
     with SnakemakeApi(OutputSettings()) as api:
         wf_api = api.workflow(
@@ -24,17 +33,18 @@ def snakemake_rules(workdir: Path, profile: str) -> dict:
             config_settings=ConfigSettings(config={"profile": profile}),
             storage_settings=StorageSettings(),
         )
+        wf_api.dag(dag_settings=DAGSettings(forceall=True))
         wf = wf_api._workflow
+        wf._prepare_dag(forceall=True, ignore_incomplete=True, lock_warn_only=True)
+        wf._build_dag()
         out = {}
-        for rule in wf.rules:
-            if rule.name == "all":
+        for job in wf.dag.jobs:
+            if job.rule.name == "all":
                 continue
-            names = {**wf.globals, "input": rule.input, "output": rule.output, "log": rule.log, "params": rule.params}
-            cmd = rule.shellcmd.format(**names)
-            out[rule.name] = {
-                "cmd": " ".join(cmd.split()),
-                "deps": {str(f) for f in rule.input},
-                "outs": {str(f) for f in rule.output},
+            out[tuple(sorted(map(str, job.output)))] = {
+                "name": job.rule.name,
+                "cmd": " ".join(job.shellcmd.split()),
+                "deps": {str(f) for f in job.input},
             }
         return out
 
@@ -46,10 +56,10 @@ def dvc_stages(workdir: Path) -> dict:
     out = {}
     with Repo(str(workdir)) as repo:
         for stage in repo.index.stages:
-            out[stage.name] = {
+            out[tuple(sorted(o.def_path for o in stage.outs))] = {
+                "name": stage.name,
                 "cmd": " ".join(stage.cmd.split()),
                 "deps": {d.def_path for d in stage.deps if not isinstance(d, ParamsDependency)},
-                "outs": {o.def_path for o in stage.outs},
             }
     return out
 
@@ -64,26 +74,29 @@ def project_copy(request, root, tmp_path):
     raw = yaml.safe_load((tmp_path / "params.yaml").read_text())
     raw["profile"] = request.param
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
     return tmp_path, request.param
 
 
 def test_snakefile_and_dvc_yaml_agree(project_copy):
     workdir, profile = project_copy
-    smk = snakemake_rules(workdir, profile)
+    smk = snakemake_jobs(workdir, profile)
     dvc = dvc_stages(workdir)
-    assert sorted(smk) == sorted(dvc), "rule names differ from stage names"
-    for name in smk:
-        assert smk[name]["cmd"] == dvc[name]["cmd"], f"{name}: commands differ"
-        assert smk[name]["deps"] == dvc[name]["deps"], f"{name}: inputs differ from deps"
-        assert smk[name]["outs"] == dvc[name]["outs"], f"{name}: outputs differ from outs"
-        assert f"--profile {profile}" in smk[name]["cmd"]
-        assert smk[name]["cmd"].startswith("irrepro "), f"{name}: rules call the package's CLI"
+    assert sorted(smk) == sorted(dvc), "Snakemake jobs and DVC stages write different outputs"
+    for outs, job in smk.items():
+        stage = dvc[outs]
+        assert stage["name"].split("@")[0] == job["name"], f"{outs}: rule {job['name']} vs stage {stage['name']}"
+        assert job["cmd"] == stage["cmd"], f"{stage['name']}: commands differ"
+        assert job["deps"] == stage["deps"], f"{stage['name']}: inputs differ from deps"
+        assert f"--profile {profile}" in job["cmd"]
+        assert job["cmd"].startswith("irrepro "), f"{stage['name']}: rules call the package's CLI"
 
 
 def test_agreement_check_detects_drift(project_copy):
     """The comparison is not vacuous: an edited dvc.yaml command is noticed."""
     workdir, profile = project_copy
-    text = (workdir / "dvc.yaml").read_text().replace("--out runs/${profile}/bm25", "--out runs/${profile}/bm25x", 1)
+    text = (workdir / "dvc.yaml").read_text().replace("--log logs/${profile}/bm25.log", "--log logs/${profile}/bm25x.log", 1)
     (workdir / "dvc.yaml").write_text(text)
-    assert snakemake_rules(workdir, profile)["bm25"]["cmd"] != dvc_stages(workdir)["bm25"]["cmd"]
+    smk, dvc = snakemake_jobs(workdir, profile), dvc_stages(workdir)
+    key = (f"runs/{profile}/bm25",)
+    assert smk[key]["cmd"] != dvc[key]["cmd"]
