@@ -18,6 +18,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/bm25.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/rerank.smk"
 
 
 rule all:

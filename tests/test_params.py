@@ -82,3 +82,15 @@ def test_cli_rejects_bad_params_with_exit_2(tmp_path, raw, capsys):
     p.write_text(yaml.safe_dump(raw))
     assert main(["check-params", "--params", str(p)]) == 2
     assert "bm25.k1" in capsys.readouterr().err
+
+
+def test_training_set_must_not_be_an_evaluation_set(raw):
+    raw["rerank"]["datasets"] = {"mini": ["dl19", "dl20"], "paper": ["dl19"]}
+    with pytest.raises(ParamsError, match=r"train_data\.source: 'dl20' is also an evaluation set.*\(profile mini\)"):
+        check_and_resolve(raw)
+
+
+def test_rerank_datasets_need_a_first_stage_run(raw):
+    raw["datasets"] = {"mini": ["dl20"], "paper": ["dl19", "dl20", "dev"]}
+    with pytest.raises(ParamsError, match=r"rerank\.datasets: \['dl19'\] have no BM25 run"):
+        check_and_resolve(raw)

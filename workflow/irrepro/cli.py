@@ -115,6 +115,41 @@ def cmd_report(a, P) -> int:
     return 0
 
 
+def cmd_base(a, P) -> int:
+    from .study1 import build_base
+
+    build_base(P, a.family, a.corpus, a.out)
+    return 0
+
+
+def cmd_train_groups(a, P) -> int:
+    from .study1 import build_train_groups
+
+    build_train_groups(P, a.raw, a.runs, a.corpus, a.out)
+    return 0
+
+
+def cmd_finetune(a, P) -> int:
+    from .study1 import finetune
+
+    finetune(P, a.family, a.rank, a.targets, a.base, a.groups, a.out)
+    return 0
+
+
+def cmd_rerank_eval(a, P) -> int:
+    from .study1 import evaluate_config
+
+    evaluate_config(P, a.config, a.base, a.adapters, a.raw, a.runs, a.corpus, a.out_runs, a.out)
+    return 0
+
+
+def cmd_collect(a, P) -> int:
+    from .study1 import collect
+
+    collect(P, a.tsv_dir, a.raw, a.runs, a.rerank_runs, a.out_tsv, a.out_json, a.out_md)
+    return 0
+
+
 def cmd_dvc_commit(a, P) -> int:
     from .dvcsync import commit
 
@@ -166,6 +201,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", nargs="+", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("base", help="build (mini) or fetch (paper) one family's base model")
+    _common(p)
+    p.add_argument("--family", required=True, choices=["llama", "mistral", "pythia"])
+    p.add_argument("--corpus", required=True, help="corpus JSONL (the mini tokenizer and warm-up text)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_base)
+
+    p = sub.add_parser("train-groups", help="reranker training groups (1 positive + hard negatives)")
+    _common(p)
+    p.add_argument("--raw", required=True)
+    p.add_argument("--runs", required=True, help="directory of first-stage <dataset>.trec runs")
+    p.add_argument("--corpus", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_train_groups)
+
+    p = sub.add_parser("finetune", help="LoRA fine-tune one (family, rank, targets) config")
+    _common(p)
+    p.add_argument("--family", required=True, choices=["llama", "mistral", "pythia"])
+    p.add_argument("--rank", required=True, type=int)
+    p.add_argument("--targets", required=True, choices=["mha", "mlp", "all"])
+    p.add_argument("--base", required=True)
+    p.add_argument("--groups", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("rerank-eval", help="rerank + evaluate every checkpoint of one config")
+    _common(p)
+    p.add_argument("--config", required=True, help="config name, e.g. llama-r8-mha")
+    p.add_argument("--base", required=True)
+    p.add_argument("--adapters", required=True, help="directory of checkpoint-<step> adapters")
+    p.add_argument("--raw", required=True)
+    p.add_argument("--runs", required=True, help="first-stage runs directory")
+    p.add_argument("--corpus", required=True)
+    p.add_argument("--out-runs", required=True)
+    p.add_argument("--out", required=True, help="tidy TSV: config step dataset metric value")
+    p.set_defaults(func=cmd_rerank_eval)
+
+    p = sub.add_parser("collect", help="all checkpoints' metrics, final metrics, significance vs BM25")
+    _common(p)
+    p.add_argument("--tsv-dir", required=True, help="directory of <config>.tsv from rerank-eval")
+    p.add_argument("--raw", required=True)
+    p.add_argument("--runs", required=True, help="first-stage runs directory")
+    p.add_argument("--rerank-runs", required=True, help="directory of <config>/ rerank runs")
+    p.add_argument("--out-tsv", required=True)
+    p.add_argument("--out-json", required=True)
+    p.add_argument("--out-md", required=True)
+    p.set_defaults(func=cmd_collect)
+
     p = sub.add_parser("dvc-commit", help="record finished Snakemake outputs in dvc.lock")
     _common(p)
     p.set_defaults(func=cmd_dvc_commit)

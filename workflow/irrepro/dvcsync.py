@@ -18,7 +18,8 @@ log = logging.getLogger("irrepro.dvcsync")
 
 
 def committable_stages(root: str | Path = ".") -> tuple[list[str], list[str]]:
-    """Split dvc.yaml's stages into (all outputs present, some output missing)."""
+    """Split dvc.yaml's stages into (every output and file dependency present, the rest)."""
+    from dvc.dependency.param import ParamsDependency
     from dvc.repo import Repo
 
     ready, missing = [], []
@@ -26,7 +27,8 @@ def committable_stages(root: str | Path = ".") -> tuple[list[str], list[str]]:
         for stage in repo.index.stages:
             if not stage.cmd:
                 continue
-            (ready if all(Path(o.fs_path).exists() for o in stage.outs) else missing).append(stage.name)
+            files = list(stage.outs) + [d for d in stage.deps if not isinstance(d, ParamsDependency)]
+            (ready if all(Path(f.fs_path).exists() for f in files) else missing).append(stage.name)
     return ready, missing
 
 

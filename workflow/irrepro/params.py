@@ -82,8 +82,25 @@ def check_and_resolve(raw: Any, profile: str | None = None, source: str = DEFAUL
     for p in PROFILES:
         view = resolve({**raw, "profile": p}, p, source=source)
         validate(view, p, source, schema)
+        check_consistency(view, p, source)
         views[p] = view
     return views[chosen]
+
+
+def check_consistency(view: dict, profile: str, source: str = DEFAULT_PARAMS) -> None:
+    """Rules across keys that a JSON schema cannot express."""
+    problems = []
+    if "rerank" in view:
+        extra = [d for d in view["rerank"]["datasets"] if d not in view["datasets"]]
+        if extra:
+            problems.append(f"rerank.datasets: {extra} have no BM25 run (not in datasets: {view['datasets']})")
+        src = view["train_data"]["source"]
+        if src in view["rerank"]["datasets"]:
+            problems.append(f"train_data.source: {src!r} is also an evaluation set in rerank.datasets")
+        if src != "tevatron" and src not in view["datasets"]:
+            problems.append(f"train_data.source: {src!r} has no BM25 run (not in datasets: {view['datasets']})")
+    if problems:
+        raise ParamsError("invalid parameters:\n  " + "\n  ".join(f"{source}: {m} (profile {profile})" for m in problems))
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS, profile: str | None = None) -> dict:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -35,12 +36,12 @@ DEFAULT_SIZES = {
     "hidden": 64,
     "layers": 2,
     "heads": 4,
-    "intermediate": 192,
+    "intermediate": 128,
     "max_positions": 256,  # >= 198 = 1 + 32 + 164 + 1, the reranker's longest input
-    "warmup_steps": 300,
+    "warmup_steps": 500,
     "seq_len": 128,
-    "batch_size": 16,
-    "lr": 2e-3,
+    "batch_size": 8,
+    "lr": 3e-3,
     "seed": 0,
 }
 
@@ -110,6 +111,7 @@ def build_tokenizer(corpus_jsonl: str | Path, out_dir: str | Path, vocab_size: i
     tok = train_tokenizer(texts, vocab_size=vocab_size)
     with atomic_path(out_dir, is_dir=True) as tmp:
         tok.save_pretrained(str(tmp))
+        _usual_modes(Path(tmp))
         digest = sha256_file(Path(tmp) / "tokenizer.json")
     summary = {
         "vocab_size": len(tok),
@@ -202,6 +204,15 @@ def _lm_loss(model, chunks, batch_size: int) -> float:
             count += n
     model.train(was_training)
     return total / count
+
+
+def _usual_modes(directory: Path) -> None:
+    """Give the files the usual umask-based mode (safetensors writes owner-only files)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in directory.iterdir():
+        if f.is_file():
+            os.chmod(f, 0o666 & ~umask)
 
 
 def build_base(family: str, tokenizer_dir: str | Path, corpus_jsonl: str | Path, out_dir: str | Path, *,
@@ -320,6 +331,7 @@ def build_base(family: str, tokenizer_dir: str | Path, corpus_jsonl: str | Path,
                 shutil.copyfile(f, tmp / f.name)
         summary["seconds"] = round(time.perf_counter() - t0, 2)
         (tmp / "warmup.json").write_text(json.dumps(summary, indent=2) + "\n")
+        _usual_modes(tmp)
     log.info("%s: LM loss %.4f -> %.4f in %d steps; saved %s (%.1f s)", family, init_loss, final_loss,
              warmup_steps, out_dir, summary["seconds"])
     return summary

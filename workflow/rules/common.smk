@@ -17,6 +17,33 @@ BM25_RUNS = f"runs/{PROFILE}/bm25"
 METRICS_BM25 = f"results/{PROFILE}/metrics/bm25.json"
 PERQUERY_BM25 = f"results/{PROFILE}/metrics/bm25_perquery.tsv"
 REPORT = f"results/{PROFILE}/report.md"
+
+# Study 1
+TRAIN_GROUPS = f"data/{PROFILE}/train/groups.jsonl"
+BASE = f"models/{PROFILE}/base/{{family}}"
+LORA = f"models/{PROFILE}/lora/{{family}}-r{{rank}}-{{targets}}"
+RERANK_RUNS = f"runs/{PROFILE}/rerank"
+RERANK_TSV = f"results/{PROFILE}/rerank"
+CHECKPOINTS_TSV = f"results/{PROFILE}/rerank_checkpoints.tsv"
+METRICS_RERANK = f"results/{PROFILE}/metrics/rerank.json"
+SIGNIFICANCE = f"results/{PROFILE}/rerank_significance.md"
+GRID = [
+    dict(family=f, rank=r, targets=t)
+    for f in P["finetune"]["families"]
+    for r in P["finetune"]["ranks"]
+    for t in P["finetune"]["targets"]
+]
+CONFIGS = [f"{g['family']}-r{g['rank']}-{g['targets']}" for g in GRID]
+# Training knobs without the grid lists: adding a rank must not retrain the other configs.
+TRAIN_KNOBS = {k: v for k, v in P["finetune"].items() if k not in ("families", "ranks", "targets")}
+GPU = 1 if PROFILE == "paper" else 0
+
+
+wildcard_constraints:
+    family="llama|mistral|pythia",
+    rank=r"\d+",
+    targets="mha|mlp|all",
+    config=r"(llama|mistral|pythia)-r\d+-(mha|mlp|all)",
 LOGS = f"logs/{PROFILE}"
 
 PKG = "workflow/irrepro"

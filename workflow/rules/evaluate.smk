@@ -25,7 +25,7 @@ rule evaluate:
 rule report:
     input:
         code("report.py", "resources/references.yaml"),
-        metrics=METRICS_BM25,
+        metrics=[METRICS_BM25, METRICS_RERANK],
     output:
         REPORT,
     params:

@@ -300,7 +300,9 @@ def sample_group(record: Mapping, index: int, epoch: int, group_size: int, seed:
         return [pos]
     negatives = list(record["negative_passages"])
     if not negatives:
-        raise ValueError(f"query {record.get('query_id')!r} has no negative passages; group_size {group_size} needs {k}")
+        raise ValueError(
+            f"query {record.get('query_id')!r} has no negative passages; group_size {group_size} needs {k}"
+        )
     if len(negatives) < k:
         rng = random.Random(_stable_int("irrepro-negs-replace", seed, index, epoch))
         negs = rng.choices(negatives, k=k)
@@ -311,13 +313,19 @@ def sample_group(record: Mapping, index: int, epoch: int, group_size: int, seed:
     return [pos] + negs
 
 
+def format_title(title: str | None) -> str:
+    """Tevatron's title clean-up (``title.replace('-', ' ').strip()``): MS MARCO's
+    placeholder title ``-`` becomes empty. Applied when formatting; files stay as read."""
+    return (title or "").replace("-", " ").strip()
+
+
 class GroupCollator:
     """Batch of queries -> ``input_ids``/``attention_mask`` of shape ``[B * G, L]``.
 
     Rows ``b*G .. b*G + G-1`` are query ``b``'s group, positive first. Each row is
     :func:`irrepro.rerank.inputs.encode_pair` (``query: ...`` / ``document: title text``,
-    truncated to ``qmax`` + ``pmax`` tokens); rows are right-padded with the tokenizer's
-    pad token to the longest row of the batch.
+    truncated to ``qmax`` + ``pmax`` tokens; titles cleaned by :func:`format_title`); rows
+    are right-padded with the tokenizer's pad token to the longest row of the batch.
     """
 
     def __init__(self, tokenizer, group_size: int, qmax: int = 32, pmax: int = 164, seed: int = 0):
@@ -338,7 +346,8 @@ class GroupCollator:
         for f in features:
             rec = f["record"]
             for p in sample_group(rec, f["index"], f.get("epoch", 0), self.group_size, self.seed):
-                rows.append(encode_pair(self.tokenizer, rec["query"], p["text"], self.qmax, self.pmax, p.get("title") or ""))
+                title = format_title(p.get("title"))
+                rows.append(encode_pair(self.tokenizer, rec["query"], p["text"], self.qmax, self.pmax, title))
         width = max(len(r) for r in rows)
         pad = self.tokenizer.pad_token_id
         input_ids = torch.full((len(rows), width), pad, dtype=torch.long)

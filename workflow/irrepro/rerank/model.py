@@ -69,9 +69,13 @@ def _resolve_dtype(dtype):
     import torch
 
     try:
-        return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}.get(dtype) or getattr(torch, dtype)
+        short = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+        resolved = short.get(dtype) or getattr(torch, dtype)
     except AttributeError:
-        raise ValueError(f"unknown dtype {dtype!r}; use e.g. 'bfloat16', 'float32' or 'auto'") from None
+        resolved = None
+    if not isinstance(resolved, torch.dtype):
+        raise ValueError(f"unknown dtype {dtype!r}; use e.g. 'bfloat16', 'float32' or 'auto'")
+    return resolved
 
 
 def _enable_checkpointing(model) -> None:
@@ -120,7 +124,9 @@ def load_reranker(
     else:
         tokenizer.pad_token = pad
 
-    model = AutoModelForSequenceClassification.from_pretrained(src, num_labels=1, dtype=_resolve_dtype(dtype), token=tok_arg)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        src, num_labels=1, dtype=_resolve_dtype(dtype), token=tok_arg
+    )
     n_rows = model.get_input_embeddings().weight.shape[0]
     if tokenizer.pad_token_id >= n_rows:
         log.warning("added pad token %r does not fit the %d-row embedding matrix: resizing it (peft will then "

@@ -26,6 +26,7 @@ present it returns the summary without training.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -98,6 +99,7 @@ def _is_main_process() -> bool:
 # ---------------------------------------------------------------------------- trainer
 
 
+@functools.lru_cache(maxsize=None)
 def _trainer_classes():
     import torch
     import torch.nn.functional as F
@@ -164,16 +166,19 @@ def _training_arguments(**kw):
 # ---------------------------------------------------------------------------- driver
 
 
+def _check_same(out: Path, old: dict, config: dict) -> None:
+    diff = {k: (old.get(k), v) for k, v in config.items() if old.get(k) != v}
+    if diff:
+        raise ValueError(
+            f"{out} holds a fine-tuning run with other settings {diff} (old, new); "
+            "delete the directory to start over"
+        )
+
+
 def _check_config(out: Path, config: dict) -> None:
     path = out / CONFIG_NAME
     if path.exists():
-        old = json.loads(path.read_text())
-        diff = {k: (old.get(k), v) for k, v in config.items() if old.get(k) != v}
-        if diff:
-            raise ValueError(
-                f"{out} holds a fine-tuning run with other settings {diff} (old, new); "
-                "delete the directory to start over"
-            )
+        _check_same(out, json.loads(path.read_text()), config)
     elif _is_main_process():
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
@@ -208,17 +213,28 @@ def finetune(
 ) -> dict:
     """Fine-tune ``base`` with LoRA on the groups in ``groups_path`` into ``out_dir``.
 
-    ``max_steps`` > 0 overrides ``epochs`` (Trainer semantics). ``callbacks`` are extra
-    ``TrainerCallback`` objects. Returns the summary dict also written to
+    ``max_steps`` > 0 overrides ``epochs`` (Trainer semantics); ``bf16`` is mixed precision
+    (weights stay fp32, as in Tevatron's driver). An ``out_dir`` holding a run with other
+    settings (``finetune_config.json`` / the summary's ``config``; paths compared as given)
+    is an error. ``callbacks`` are extra ``TrainerCallback`` objects. Returns the summary dict also written to
     ``out_dir/train_summary.json``: ``steps``, ``losses`` (one entry per logging step:
     step, loss, learning_rate, grad_norm, epoch), ``wall_time_s`` and ``sec_per_step`` of
     this invocation, ``resumed_from``/``resumed_from_step``, ``checkpoints``, ``config``.
     """
     out = Path(out_dir)
     summary_path = out / SUMMARY_NAME
+    config = {
+        "base": str(base), "groups": str(groups_path), "rank": int(rank), "targets": targets, "alpha": alpha,
+        "dropout": dropout, "lr": lr, "epochs": epochs, "max_steps": max_steps,
+        "queries_per_device": queries_per_device, "grad_accum": grad_accum, "group_size": group_size,
+        "qmax": qmax, "pmax": pmax, "save_steps": save_steps, "warmup_ratio": warmup_ratio, "bf16": bool(bf16),
+        "gradient_checkpointing": bool(gradient_checkpointing), "seed": seed,
+    }
     if summary_path.exists():
+        done = json.loads(summary_path.read_text())
+        _check_same(out, done.get("config", {}), config)
         log.info("finetune: %s exists; nothing to do", summary_path)
-        return json.loads(summary_path.read_text())
+        return done
 
     import torch
     import transformers
@@ -230,13 +246,6 @@ def finetune(
     if threads:
         torch.set_num_threads(int(threads))
     t0 = time.time()
-    config = {
-        "base": str(base), "groups": str(groups_path), "rank": int(rank), "targets": targets, "alpha": alpha,
-        "dropout": dropout, "lr": lr, "epochs": epochs, "max_steps": max_steps,
-        "queries_per_device": queries_per_device, "grad_accum": grad_accum, "group_size": group_size,
-        "qmax": qmax, "pmax": pmax, "save_steps": save_steps, "warmup_ratio": warmup_ratio, "bf16": bool(bf16),
-        "gradient_checkpointing": bool(gradient_checkpointing), "seed": seed,
-    }
     out.mkdir(parents=True, exist_ok=True)
     _check_config(out, config)
 
@@ -256,8 +265,8 @@ def finetune(
     if not records:
         raise ValueError(f"{groups_path}: no training groups")
     set_seed(seed)  # the fresh score head and LoRA A matrices are drawn from the global RNG
-    model, tokenizer = load_reranker(base, rank, targets, alpha=alpha, dropout=dropout,
-                                     dtype=torch.bfloat16 if bf16 else None,
+    # fp32 weights; bf16 means mixed precision (Trainer autocast), as in Tevatron's driver
+    model, tokenizer = load_reranker(base, rank, targets, alpha=alpha, dropout=dropout, dtype=None,
                                      gradient_checkpointing=gradient_checkpointing, token=token)
     dataset = GroupDataset(records)
     collator = GroupCollator(tokenizer, group_size, qmax=qmax, pmax=pmax, seed=seed)
@@ -283,9 +292,13 @@ def finetune(
         remove_unused_columns=False,
         label_names=[],
         dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
         seed=seed,
         data_seed=seed,
         disable_tqdm=not sys.stderr.isatty(),
+        # without an accelerator, a torchrun/accelerate multi-process launch must be told it is
+        # CPU data parallelism (gloo); otherwise every process would train alone
+        use_cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1,
     )
     LCETrainer, EpochToDataset = _trainer_classes()
     trainer = LCETrainer(

@@ -1,0 +1,129 @@
+# Study 1: LoRA rerankers. One finetune job and one evaluation job per config
+# (family x rank x targets); each evaluation job loads the base once for all checkpoints.
+
+
+rule base:
+    input:
+        code("study1.py", "tiny.py"),
+        corpus=CORPUS,
+    output:
+        directory(BASE),
+    params:
+        profile=PROFILE,
+        model=lambda w: P["models"][w.family],
+        tiny=P["tiny"],
+    threads: 1
+    log:
+        f"{LOGS}/base/{{family}}.log",
+    resources:
+        mem_mb=40000 if PROFILE == "paper" else 2000,
+        runtime=60 if PROFILE == "paper" else 10,
+    conda:
+        ENV
+    shell:
+        "irrepro base --profile {params.profile} --family {wildcards.family} --corpus {input.corpus}"
+        " --out {output} --log {log}"
+
+
+rule train_groups:
+    input:
+        code("study1.py", "rerank/data.py"),
+        raw=RAW,
+        runs=BM25_RUNS,
+        corpus=CORPUS,
+    output:
+        TRAIN_GROUPS,
+    params:
+        profile=PROFILE,
+        train_data=P["train_data"],
+    log:
+        f"{LOGS}/train_groups.log",
+    resources:
+        mem_mb=16000 if PROFILE == "paper" else 2000,
+        runtime=60 if PROFILE == "paper" else 5,
+    conda:
+        ENV
+    shell:
+        "irrepro train-groups --profile {params.profile} --raw {input.raw} --runs {input.runs}"
+        " --corpus {input.corpus} --out {output} --log {log}"
+
+
+rule finetune:
+    input:
+        code("study1.py", "rerank/train.py", "rerank/model.py", "rerank/data.py", "rerank/targets.py", "rerank/inputs.py"),
+        base=BASE,
+        groups=TRAIN_GROUPS,
+    output:
+        directory(LORA),
+    params:
+        profile=PROFILE,
+        train=TRAIN_KNOBS,
+    threads: 1 if PROFILE == "mini" else 8
+    log:
+        f"{LOGS}/finetune/{{family}}-r{{rank}}-{{targets}}.log",
+    resources:
+        mem_mb=80000 if PROFILE == "paper" else 3000,
+        runtime=720 if PROFILE == "paper" else 15,
+        gpu=GPU,
+    conda:
+        ENV
+    shell:
+        "irrepro finetune --profile {params.profile} --family {wildcards.family} --rank {wildcards.rank}"
+        " --targets {wildcards.targets} --base {input.base} --groups {input.groups} --out {output} --log {log}"
+
+
+rule rerank_eval:
+    input:
+        code("study1.py", "rerank/evaluate.py", "rerank/score.py", "rerank/hub.py", "rerank/inputs.py"),
+        base=BASE,
+        adapters=LORA,
+        raw=RAW,
+        runs=BM25_RUNS,
+        corpus=CORPUS,
+    output:
+        runs=directory(f"{RERANK_RUNS}/{{family}}-r{{rank}}-{{targets}}"),
+        tsv=f"{RERANK_TSV}/{{family}}-r{{rank}}-{{targets}}.tsv",
+    params:
+        profile=PROFILE,
+        rerank=P["rerank"],
+        passage_max_len=P["finetune"]["passage_max_len"],
+    threads: 1 if PROFILE == "mini" else 8
+    log:
+        f"{LOGS}/rerank_eval/{{family}}-r{{rank}}-{{targets}}.log",
+    resources:
+        mem_mb=40000 if PROFILE == "paper" else 3000,
+        runtime=240 if PROFILE == "paper" else 15,
+        gpu=GPU,
+    conda:
+        ENV
+    shell:
+        "irrepro rerank-eval --profile {params.profile} --config {wildcards.family}-r{wildcards.rank}-{wildcards.targets}"
+        " --base {input.base} --adapters {input.adapters} --raw {input.raw} --runs {input.runs}"
+        " --corpus {input.corpus} --out-runs {output.runs} --out {output.tsv} --log {log}"
+
+
+rule collect:
+    input:
+        code("study1.py"),
+        raw=RAW,
+        runs=BM25_RUNS,
+        tsvs=expand(f"{RERANK_TSV}/{{config}}.tsv", config=CONFIGS),
+        rerank_runs=expand(f"{RERANK_RUNS}/{{config}}", config=CONFIGS),
+    output:
+        tsv=CHECKPOINTS_TSV,
+        json=METRICS_RERANK,
+        md=SIGNIFICANCE,
+    params:
+        profile=PROFILE,
+        rerank=P["rerank"],
+    log:
+        f"{LOGS}/collect.log",
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        ENV
+    shell:
+        "irrepro collect --profile {params.profile} --tsv-dir " + RERANK_TSV + " --raw {input.raw}"
+        " --runs {input.runs} --rerank-runs " + RERANK_RUNS + " --out-tsv {output.tsv}"
+        " --out-json {output.json} --out-md {output.md} --log {log}"
