@@ -1,4 +1,5 @@
 # Shared set-up: params validated by the package's schema, the chosen profile, and paths.
+import os
 import sys
 from pathlib import Path
 

@@ -116,6 +116,8 @@ rule collect:
     params:
         profile=PROFILE,
         rerank=P["rerank"],
+        tsv_dir=lambda w, input: os.path.dirname(input.tsvs[0]),
+        rerank_runs=lambda w, input: os.path.dirname(input.rerank_runs[0]),
     log:
         f"{LOGS}/collect.log",
     resources:
@@ -124,6 +126,6 @@ rule collect:
     conda:
         ENV
     shell:
-        "irrepro collect --profile {params.profile} --tsv-dir " + RERANK_TSV + " --raw {input.raw}"
-        " --runs {input.runs} --rerank-runs " + RERANK_RUNS + " --out-tsv {output.tsv}"
+        "irrepro collect --profile {params.profile} --tsv-dir {params.tsv_dir} --raw {input.raw}"
+        " --runs {input.runs} --rerank-runs {params.rerank_runs} --out-tsv {output.tsv}"
         " --out-json {output.json} --out-md {output.md} --log {log}"
