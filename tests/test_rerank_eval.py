@@ -27,6 +27,10 @@ from irrepro.rerank.score import (  # noqa: E402
 from irrepro.rerank.targets import target_modules  # noqa: E402
 from irrepro.trec import read_run, write_run  # noqa: E402
 
+from huggingface_hub.errors import LocalEntryNotFoundError  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
+
 FAMILIES = ["llama", "mistral", "pythia"]
 CANARY = "hf_CANARYtoken0123456789abcdefXYZ"
 
@@ -346,7 +350,7 @@ def test_resolve_adapter_from_offline_hub_cache(hub_cache, tmp_path):
     assert got_sub == h["snapshot"] / "checkpoint-50"
     assert resolve_adapter(f"hf:{h['repo']}@main") == h["snapshot"]  # a branch, via refs/ (logged as mutable)
     assert resolve_adapter(h["root"]) == h["root"]
-    with pytest.raises(Exception):  # unknown commit: nothing cached, nothing fetched
+    with pytest.raises(LocalEntryNotFoundError):  # unknown commit: nothing cached, nothing fetched
         resolve_adapter(f"hf:{h['repo']}@{'0' * 40}")
     with pytest.raises(AdapterSpecError, match="no peft adapter"):
         resolve_adapter(f"hf:{h['repo']}@{h['commit']}:checkpoint-999")
@@ -414,7 +418,7 @@ def test_token_never_logged_or_written(hub_cache, tmp_path, monkeypatch, caplog,
     out = tmp_path / "out"
     E.evaluate_checkpoints(h["base"], [("hub", 1, f"hf:{h['repo']}@{h['commit']}")], datasets, passages, depth=5,
                            metrics=["ndcg@10"], runs_dir=out / "runs", out_tsv=out / "m.tsv")
-    with pytest.raises(Exception):
+    with pytest.raises(LocalEntryNotFoundError):
         resolve_adapter(f"hf:{h['repo']}@{'0' * 40}")  # error paths too
     captured = capsys.readouterr()
     assert CANARY not in caplog.text and CANARY not in captured.out and CANARY not in captured.err

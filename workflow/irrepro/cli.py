@@ -137,16 +137,16 @@ def cmd_finetune(a, P) -> int:
 
 
 def cmd_rerank_eval(a, P) -> int:
-    from .study1 import evaluate_config
+    from .study1 import rerank_config
 
-    evaluate_config(P, a.config, a.base, a.adapters, a.raw, a.runs, a.corpus, a.out_runs, a.out)
+    rerank_config(P, a.config, a.base, a.adapters, a.raw, a.runs, a.corpus, a.out)
     return 0
 
 
 def cmd_collect(a, P) -> int:
     from .study1 import collect
 
-    collect(P, a.tsv_dir, a.raw, a.runs, a.rerank_runs, a.out_tsv, a.out_json, a.out_md)
+    collect(P, a.raw, a.runs, a.rerank_runs, a.out_tsv, a.out_json, a.out_md)
     return 0
 
 
@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_finetune)
 
-    p = sub.add_parser("rerank-eval", help="rerank + evaluate every checkpoint of one config")
+    p = sub.add_parser("rerank-eval", help="rerank the first stage with every checkpoint of one config")
     _common(p)
     p.add_argument("--config", required=True, help="config name, e.g. llama-r8-mha")
     p.add_argument("--base", required=True)
@@ -234,13 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--raw", required=True)
     p.add_argument("--runs", required=True, help="first-stage runs directory")
     p.add_argument("--corpus", required=True)
-    p.add_argument("--out-runs", required=True)
-    p.add_argument("--out", required=True, help="tidy TSV: config step dataset metric value")
+    p.add_argument("--out", required=True, help="directory of <dataset>/step-<step>.trec runs")
     p.set_defaults(func=cmd_rerank_eval)
 
-    p = sub.add_parser("collect", help="all checkpoints' metrics, final metrics, significance vs BM25")
+    p = sub.add_parser("collect", help="ranx metrics of every checkpoint run, final metrics, significance vs BM25")
     _common(p)
-    p.add_argument("--tsv-dir", required=True, help="directory of <config>.tsv from rerank-eval")
     p.add_argument("--raw", required=True)
     p.add_argument("--runs", required=True, help="first-stage runs directory")
     p.add_argument("--rerank-runs", required=True, help="directory of <config>/ rerank runs")

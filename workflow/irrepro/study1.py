@@ -165,9 +165,12 @@ def eval_datasets(P: dict, raw: str, runs: str) -> dict[str, dict]:
     }
 
 
-def evaluate_config(P: dict, config: str, base: str, adapters: str, raw: str, runs: str, corpus: str,
-                    out_runs: str, out_tsv: str) -> list[dict]:
-    """Rerank the first-stage runs with every checkpoint of one config (base loaded once)."""
+def rerank_config(P: dict, config: str, base: str, adapters: str, raw: str, runs: str, corpus: str,
+                  out_runs: str) -> None:
+    """Rerank the first-stage runs with every checkpoint of one config (base loaded once).
+
+    Writes ``out_runs/<dataset>/step-<step>.trec``. Metrics are computed for all configs
+    at once by :func:`collect` (one process pays ranx's numba start-up, not 36)."""
     from .rerank.evaluate import evaluate_checkpoints
 
     R, F = P["rerank"], P["finetune"]
@@ -176,71 +179,59 @@ def evaluate_config(P: dict, config: str, base: str, adapters: str, raw: str, ru
     with atomic_path(out_runs, is_dir=True) as tmp:
         if Path(out_runs).exists():  # keep finished runs: evaluate_checkpoints reuses them
             shutil.copytree(out_runs, tmp, dirs_exist_ok=True)
-        rows = evaluate_checkpoints(
+        evaluate_checkpoints(
             resolve_base(base),
             ckpts,
             eval_datasets(P, raw, runs),
             corpus,
             R["depth"],
-            P["evaluate"]["metrics"],
+            None,
             tmp,
-            out_tsv,
+            None,
             R["batch_size"],
             qmax=F["query_max_len"],
             pmax=F["passage_max_len"],
             dtype=R["dtype"],
         )
-    return rows
 
 
 # ------------------------------------------------------------------------------ collect
-def collect(P: dict, tsv_dir: str, raw: str, bm25_runs: str, rerank_runs: str,
-            out_tsv: str, out_json: str, out_md: str) -> dict:
-    """All configs' checkpoint tables -> one tidy table, the final-checkpoint metrics
-    (DVC metrics, next to BM25 in the report) and significance against BM25."""
-    import csv
+def collect(P: dict, raw: str, bm25_runs: str, rerank_runs: str,
+            out_tsv: str, out_json: str, out_md: str) -> list[dict]:
+    """Evaluate every checkpoint run of every config with ranx: one tidy table
+    (config x step x dataset x metric), the final checkpoints' metrics (DVC metrics, next to
+    BM25 in the report) and paired significance tests of the final checkpoints vs BM25."""
+    from .evaluate import evaluate_run
+    from .rerank.evaluate import TSV_COLUMNS, compare_to_bm25
+    from .trec import read_qrels, read_run
 
-    from .rerank.evaluate import compare_to_bm25
-
-    tsvs = [Path(tsv_dir) / f"{config_name(*c)}.tsv" for c in grid(P)]
-    missing = [str(t) for t in tsvs if not t.exists()]
-    if missing:
-        raise FileNotFoundError(f"missing checkpoint tables (run rerank-eval first): {missing}")
-    rows = []
-    for path in tsvs:
-        with open(path, newline="") as fh:
-            rows.extend(csv.DictReader(fh, delimiter="\t"))
-    if not rows:
-        raise ValueError(f"no checkpoint rows in {tsvs}")
-    final_step = {}
-    for r in rows:
-        final_step[r["config"]] = max(final_step.get(r["config"], 0), int(r["step"]))
+    R = P["rerank"]
+    datasets = eval_datasets(P, raw, bm25_runs)
+    qrels = {name: read_qrels(d["qrels"]) for name, d in datasets.items()}
+    rows, final = [], {}
+    for cfg in (config_name(*c) for c in grid(P)):
+        for name, d in datasets.items():
+            folder = Path(rerank_runs) / cfg / name
+            steps = sorted(int(p.stem.split("-")[1]) for p in folder.glob("step-*.trec")) if folder.is_dir() else []
+            if not steps:
+                raise FileNotFoundError(f"{folder}: no step-<n>.trec runs (run rerank-eval for {cfg} first)")
+            final[cfg] = steps[-1]
+            for step in steps:
+                agg, _ = evaluate_run(qrels[name], read_run(folder / f"step-{step}.trec"),
+                                      P["evaluate"]["metrics"], d["rel_level"])
+                rows += [dict(config=cfg, step=step, dataset=name, metric=m, value=v) for m, v in agg.items()]
+    log.info("evaluated %d runs of %d configs", len(rows) // len(P["evaluate"]["metrics"]), len(final))
+    with atomic_path(out_tsv) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write("\t".join(TSV_COLUMNS) + "\n")
+            fh.writelines(f"{r['config']}\t{r['step']}\t{r['dataset']}\t{r['metric']}\t{r['value']:.6f}\n" for r in rows)
     metrics: dict = {}
     for r in rows:
-        if int(r["step"]) == final_step[r["config"]]:
-            metrics.setdefault(f"rerank-{r['config']}", {}).setdefault(r["dataset"], {})[r["metric"]] = round(
-                float(r["value"]), 4
-            )
-    with atomic_path(out_tsv) as tmp:
-        with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(rows[0]), delimiter="\t", lineterminator="\n")
-            w.writeheader()
-            w.writerows(rows)
+        if r["step"] == final[r["config"]]:
+            metrics.setdefault(f"rerank-{r['config']}", {}).setdefault(r["dataset"], {})[r["metric"]] = round(r["value"], 4)
     with atomic_path(out_json) as tmp:
         tmp.write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
-    R = P["rerank"]
-    runs = {
-        cfg: {ds: Path(rerank_runs) / cfg / ds / f"step-{step}.trec" for ds in R["datasets"]}
-        for cfg, step in final_step.items()
-    }
-    compare_to_bm25(
-        eval_datasets(P, raw, bm25_runs),
-        runs,
-        P["evaluate"]["metrics"],
-        out_md=out_md,
-        depth=R["depth"],
-        stat_test=R["stat_test"],
-        max_p=R["max_p"],
-    )
-    log.info("collected %d rows of %d configs", len(rows), len(final_step))
-    return metrics
+    runs = {cfg: {ds: Path(rerank_runs) / cfg / ds / f"step-{step}.trec" for ds in datasets} for cfg, step in final.items()}
+    compare_to_bm25(datasets, runs, P["evaluate"]["metrics"], out_md=out_md, depth=R["depth"],
+                    stat_test=R["stat_test"], max_p=R["max_p"])
+    return rows

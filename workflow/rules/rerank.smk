@@ -1,5 +1,6 @@
-# Study 1: LoRA rerankers. One finetune job and one evaluation job per config
-# (family x rank x targets); each evaluation job loads the base once for all checkpoints.
+# Study 1: LoRA rerankers. One finetune job and one reranking job per config
+# (family x rank x targets); each reranking job loads the base once for all checkpoints,
+# and `collect` scores every run with ranx in one process.
 
 
 rule base:
@@ -81,8 +82,7 @@ rule rerank_eval:
         runs=BM25_RUNS,
         corpus=CORPUS,
     output:
-        runs=directory(f"{RERANK_RUNS}/{{family}}-r{{rank}}-{{targets}}"),
-        tsv=f"{RERANK_TSV}/{{family}}-r{{rank}}-{{targets}}.tsv",
+        directory(f"{RERANK_RUNS}/{{family}}-r{{rank}}-{{targets}}"),
     params:
         profile=PROFILE,
         rerank=P["rerank"],
@@ -99,15 +99,14 @@ rule rerank_eval:
     shell:
         "irrepro rerank-eval --profile {params.profile} --config {wildcards.family}-r{wildcards.rank}-{wildcards.targets}"
         " --base {input.base} --adapters {input.adapters} --raw {input.raw} --runs {input.runs}"
-        " --corpus {input.corpus} --out-runs {output.runs} --out {output.tsv} --log {log}"
+        " --corpus {input.corpus} --out {output} --log {log}"
 
 
 rule collect:
     input:
-        code("study1.py"),
+        code("study1.py", "evaluate.py"),
         raw=RAW,
         runs=BM25_RUNS,
-        tsvs=expand(f"{RERANK_TSV}/{{config}}.tsv", config=CONFIGS),
         rerank_runs=expand(f"{RERANK_RUNS}/{{config}}", config=CONFIGS),
     output:
         tsv=CHECKPOINTS_TSV,
@@ -116,7 +115,6 @@ rule collect:
     params:
         profile=PROFILE,
         rerank=P["rerank"],
-        tsv_dir=lambda w, input: os.path.dirname(input.tsvs[0]),
         rerank_runs=lambda w, input: os.path.dirname(input.rerank_runs[0]),
     log:
         f"{LOGS}/collect.log",
@@ -126,6 +124,6 @@ rule collect:
     conda:
         ENV
     shell:
-        "irrepro collect --profile {params.profile} --tsv-dir {params.tsv_dir} --raw {input.raw}"
+        "irrepro collect --profile {params.profile} --raw {input.raw}"
         " --runs {input.runs} --rerank-runs {params.rerank_runs} --out-tsv {output.tsv}"
         " --out-json {output.json} --out-md {output.md} --log {log}"

@@ -293,7 +293,7 @@ def evaluate_checkpoints(
             "qrels": _as(spec["qrels"], read_qrels),
             "run": first,
             "rel_level": spec["rel_level"],
-            "metrics": list(spec.get("metrics", metrics)),
+            "metrics": list(spec.get("metrics", metrics or [])),
         }
     if isinstance(passages, (str, os.PathLike)):
         wanted = {d for x in ds.values() for q in x["run"] for d, _ in ranked(x["run"][q])[:depth]}
@@ -378,10 +378,15 @@ def evaluate_checkpoints(
                     tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
                 log.info("%s step %d on %s: scored %d pairs in %.1fs (%.0f pairs/s)",
                          label, step, name, len(x["keys"]), dt, len(x["keys"]) / max(dt, 1e-9))
+            if not x["metrics"]:  # rerank only; the caller scores the runs (irrepro.study1.collect)
+                continue
             agg, _ = evaluate_run(x["qrels"], run, x["metrics"], x["rel_level"])
             log.info("%s step %d on %s: %s", label, step, name, ", ".join(f"{m}={v:.4f}" for m, v in agg.items()))
             rows.extend({"config": label, "step": step, "dataset": name, "metric": m, "value": v} for m, v in agg.items())
 
+    if out_tsv is None:
+        log.info("reranked with %d checkpoints on %d datasets in %.1fs", len(resolved), len(ds), time.perf_counter() - t_start)
+        return rows
     with atomic_path(out_tsv) as tmp:
         with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
             fh.write("\t".join(TSV_COLUMNS) + "\n")
