@@ -106,6 +106,10 @@ def cmd_report(a, P) -> int:
     metrics = load_metrics(a.metrics)
     refs = load_references()
     text = build_report(metrics, refs, P["profile"])
+    if a.checkpoints:
+        from .study1.collect import curves_markdown
+
+        text += "\n" + curves_markdown(a.checkpoints)
     write_report(text, a.out)
     log.info("report written to %s", a.out)
     fails = count_fails(metrics, refs, P["profile"])
@@ -116,35 +120,35 @@ def cmd_report(a, P) -> int:
 
 
 def cmd_base(a, P) -> int:
-    from .study1 import build_base
+    from .study1.bases import build_base
 
     build_base(P, a.family, a.corpus, a.out)
     return 0
 
 
 def cmd_train_groups(a, P) -> int:
-    from .study1 import build_train_groups
+    from .study1.training import build_train_groups
 
     build_train_groups(P, a.raw, a.runs, a.corpus, a.out)
     return 0
 
 
 def cmd_finetune(a, P) -> int:
-    from .study1 import finetune
+    from .study1.training import finetune
 
     finetune(P, a.family, a.rank, a.targets, a.base, a.groups, a.out)
     return 0
 
 
 def cmd_rerank_eval(a, P) -> int:
-    from .study1 import rerank_config
+    from .study1.reranking import rerank_config
 
     rerank_config(P, a.config, a.base, a.adapters, a.raw, a.runs, a.corpus, a.out)
     return 0
 
 
 def cmd_collect(a, P) -> int:
-    from .study1 import collect
+    from .study1.collect import collect
 
     collect(P, a.raw, a.runs, a.rerank_runs, a.out_tsv, a.out_json, a.out_md)
     return 0
@@ -199,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="reproduction report: measured vs reference, OK/FAIL")
     _common(p)
     p.add_argument("--metrics", nargs="+", required=True)
+    p.add_argument("--checkpoints", help="tidy checkpoint table from collect (adds learning curves)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("base", help="build (mini) or fetch (paper) one family's base model")
@@ -230,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--config", required=True, help="config name, e.g. llama-r8-mha")
     p.add_argument("--base", required=True)
-    p.add_argument("--adapters", required=True, help="directory of checkpoint-<step> adapters")
+    p.add_argument("--adapters", required=True,
+                   help="directory of checkpoint-<step> adapters, or hf:<repo>@<commit>[:subfolder]")
     p.add_argument("--raw", required=True)
     p.add_argument("--runs", required=True, help="first-stage runs directory")
     p.add_argument("--corpus", required=True)

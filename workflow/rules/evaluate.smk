@@ -24,8 +24,9 @@ rule evaluate:
 
 rule report:
     input:
-        code("report.py", "resources/references.yaml"),
+        code("report.py", "study1/collect.py", "resources/references.yaml"),
         metrics=[METRICS_BM25, METRICS_RERANK],
+        checkpoints=CHECKPOINTS_TSV,
     output:
         REPORT,
     params:
@@ -39,4 +40,5 @@ rule report:
     conda:
         ENV
     shell:
-        "irrepro report --profile {params.profile} --metrics {input.metrics} --out {output} --log {log}"
+        "irrepro report --profile {params.profile} --metrics {input.metrics}"
+        " --checkpoints {input.checkpoints} --out {output} --log {log}"

@@ -5,7 +5,7 @@
 
 rule base:
     input:
-        code("study1.py", "tiny.py"),
+        code("study1/bases.py", "tiny.py"),
         corpus=CORPUS,
     output:
         directory(BASE),
@@ -28,7 +28,7 @@ rule base:
 
 rule train_groups:
     input:
-        code("study1.py", "rerank/data.py"),
+        code("study1/training.py", "rerank/data.py"),
         raw=RAW,
         runs=BM25_RUNS,
         corpus=CORPUS,
@@ -51,7 +51,7 @@ rule train_groups:
 
 rule finetune:
     input:
-        code("study1.py", "rerank/train.py", "rerank/model.py", "rerank/data.py", "rerank/targets.py", "rerank/inputs.py"),
+        code("study1/training.py", "rerank/train.py", "rerank/model.py", "rerank/data.py", "rerank/targets.py", "rerank/inputs.py"),
         base=BASE,
         groups=TRAIN_GROUPS,
     output:
@@ -75,7 +75,7 @@ rule finetune:
 
 rule rerank_eval:
     input:
-        code("study1.py", "rerank/evaluate.py", "rerank/score.py", "rerank/hub.py", "rerank/inputs.py"),
+        code("study1/reranking.py", "rerank/evaluate.py", "rerank/score.py", "rerank/hub.py", "rerank/inputs.py"),
         base=BASE,
         adapters=LORA,
         raw=RAW,
@@ -104,7 +104,7 @@ rule rerank_eval:
 
 rule collect:
     input:
-        code("study1.py", "evaluate.py"),
+        code("study1/collect.py", "evaluate.py"),
         raw=RAW,
         runs=BM25_RUNS,
         rerank_runs=expand(f"{RERANK_RUNS}/{{config}}", config=CONFIGS),
