@@ -74,9 +74,9 @@ def load_base(base: PathLike, *, device: str | None = None, dtype: Any = "auto",
     adapters bring theirs.
     """
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
 
-    from .model import _choose_pad
+    from .model import load_tokenizer
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if torch.device(device).type == "cuda" and dtype not in ("float32", "fp32", torch.float32):
@@ -84,13 +84,7 @@ def load_base(base: PathLike, *, device: str | None = None, dtype: Any = "auto",
     else:
         weights = torch.float32
     tok_arg = token or os.environ.get("HF_TOKEN") or False
-    tokenizer = AutoTokenizer.from_pretrained(str(base), token=tok_arg)
-    tokenizer.padding_side = "right"
-    pad, is_new = _choose_pad(tokenizer)
-    if is_new:
-        tokenizer.add_special_tokens({"pad_token": pad})
-    else:
-        tokenizer.pad_token = pad
+    tokenizer = load_tokenizer(base, tok_arg)
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=1, dtype=weights, token=tok_arg)
     if tokenizer.pad_token_id >= model.get_input_embeddings().weight.shape[0]:
@@ -309,17 +303,9 @@ def evaluate_checkpoints(
 
     def tokenizer():
         if state["tokenizer"] is None:
-            from transformers import AutoTokenizer
+            from .model import load_tokenizer
 
-            from .model import _choose_pad
-
-            tok = AutoTokenizer.from_pretrained(str(base), token=os.environ.get("HF_TOKEN") or False)
-            pad, is_new = _choose_pad(tok)
-            if is_new:
-                tok.add_special_tokens({"pad_token": pad})
-            else:
-                tok.pad_token = pad
-            state["tokenizer"] = tok
+            state["tokenizer"] = load_tokenizer(base, os.environ.get("HF_TOKEN") or False)
         return state["tokenizer"]
 
     def switcher():

@@ -61,6 +61,21 @@ def _choose_pad(tokenizer) -> tuple[str, bool]:
     return "<pad>", True
 
 
+def load_tokenizer(src, token=False):
+    """The tokenizer of ``src`` with right padding and the pad token chosen as in training
+    (:func:`_choose_pad`); training and evaluation must agree on it."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(src), token=token)
+    tokenizer.padding_side = "right"
+    pad, is_new = _choose_pad(tokenizer)
+    if is_new:
+        tokenizer.add_special_tokens({"pad_token": pad})
+    else:
+        tokenizer.pad_token = pad
+    return tokenizer
+
+
 def _resolve_dtype(dtype):
     if dtype is None or not isinstance(dtype, str):
         return dtype
@@ -104,7 +119,7 @@ def load_reranker(
     the head is missing.
     """
     from peft import LoraConfig, TaskType, get_peft_model
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
     if int(rank) < 1:
         raise ValueError(f"LoRA rank must be >= 1, got {rank}")
@@ -116,13 +131,7 @@ def load_reranker(
     family = T.family_of(config.model_type)  # unknown architecture -> clear error, before loading weights
     names = T.target_modules(family, targets)
 
-    tokenizer = AutoTokenizer.from_pretrained(src, token=tok_arg)
-    tokenizer.padding_side = "right"
-    pad, is_new = _choose_pad(tokenizer)
-    if is_new:
-        tokenizer.add_special_tokens({"pad_token": pad})
-    else:
-        tokenizer.pad_token = pad
+    tokenizer = load_tokenizer(src, tok_arg)
 
     model = AutoModelForSequenceClassification.from_pretrained(
         src, num_labels=1, dtype=_resolve_dtype(dtype), token=tok_arg
@@ -130,7 +139,7 @@ def load_reranker(
     n_rows = model.get_input_embeddings().weight.shape[0]
     if tokenizer.pad_token_id >= n_rows:
         log.warning("added pad token %r does not fit the %d-row embedding matrix: resizing it (peft will then "
-                    "store the embeddings with every adapter)", pad, n_rows)
+                    "store the embeddings with every adapter)", tokenizer.pad_token, n_rows)
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
     text_config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
