@@ -112,3 +112,13 @@ def test_agreement_check_detects_drift(project_copy):
     smk, dvc = snakemake_jobs(workdir, profile), dvc_stages(workdir)
     key = (f"runs/{profile}/bm25",)
     assert smk[key]["cmd"] != dvc[key]["cmd"]
+
+
+def test_committed_dvc_lock_is_valid(root):
+    """A damaged dvc.lock breaks every dvc command on a fresh clone."""
+    from dvc.schema import COMPILED_LOCKFILE_SCHEMA
+
+    lock = root / "dvc.lock"
+    if not lock.exists():
+        pytest.skip("no dvc.lock committed")
+    COMPILED_LOCKFILE_SCHEMA(yaml.safe_load(lock.read_text()))

@@ -50,11 +50,20 @@ def commit(profile: str, root: str | Path = ".") -> int:
             params_profile(root),
         )
         return 0
-    ready, missing = committable_stages(root)
-    if missing:
-        log.info("not recorded in DVC (outputs missing): %s", ", ".join(missing))
-    if not ready:
-        return 0
-    log.info("recording %d stage(s) in dvc.lock: %s", len(ready), ", ".join(ready))
-    subprocess.run(["dvc", "commit", "--force", "--quiet", *ready], cwd=root, check=True)
+    try:
+        ready, missing = committable_stages(root)
+        if missing:
+            log.info("not recorded in DVC (outputs or inputs missing): %s", ", ".join(missing))
+        if not ready:
+            return 0
+        log.info("recording %d stage(s) in dvc.lock: %s", len(ready), ", ".join(ready))
+        subprocess.run(["dvc", "commit", "--force", "--quiet", *ready], cwd=root, check=True)
+    except Exception as exc:  # the Snakemake results are complete; only DVC's record is stale
+        log.error(
+            "could not record the outputs in DVC (%s: %s). The workflow's results are complete; "
+            "DVC will consider these stages changed. Fix the cause (a damaged dvc.lock can be "
+            "deleted) and run `irrepro dvc-commit --profile %s`.",
+            type(exc).__name__, exc, profile,
+        )
+        return 1
     return 0
