@@ -12,14 +12,10 @@ from .bases import resolve_base
 
 log = logging.getLogger("irrepro.study1")
 
-def load_passages(corpus: str | os.PathLike, wanted: set[str] | None = None) -> dict[str, str]:
-    from ..rerank.evaluate import load_passages as _load
-
-    return _load(corpus, wanted)
-
 
 def build_train_groups(P: dict, raw: str, runs: str, corpus: str, out: str) -> int:
     from ..rerank.data import build_groups_from_qrels, load_tevatron_groups, write_groups
+    from ..rerank.evaluate import load_passages
     from ..trec import read_qrels, read_run, read_topics
 
     D = P["train_data"]
