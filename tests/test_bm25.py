@@ -222,3 +222,25 @@ def test_real_mini_corpus(shared_data, tmp_path):
             expected.update((h["docid"], h["content"]) for h in entry["hits"])
     assert {r["id"]: r["contents"] for r in rows} == expected  # text byte-exact
     assert "\u00e2\u0080".encode("utf-8") in out.read_bytes()  # the mojibake, unescaped
+
+
+def test_msmarco_collection_read_straight_from_the_official_tarball(tmp_path):
+    """The download stage keeps collection.tar.gz as published; the corpus stage streams it."""
+    import tarfile
+
+    tsv = tmp_path / "collection.tsv"
+    tsv.write_bytes("0\tfirst passage\n1\tsecond Ã‚Â passage \n".encode("utf-8"))
+    tgz = tmp_path / "collection.tar.gz"
+    with tarfile.open(tgz, "w:gz") as tar:
+        tar.add(tsv, arcname="collection.tsv")
+    out = tmp_path / "corpus.jsonl"
+    assert bm25.write_corpus_from_msmarco_tsv(str(tgz), str(out)) == 2
+    docs = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert docs == [{"id": "0", "contents": "first passage"}, {"id": "1", "contents": "second Ã‚Â passage"}]
+
+    empty = tmp_path / "other.tar.gz"
+    with tarfile.open(empty, "w:gz") as tar:
+        tar.add(tsv, arcname="queries.tsv")
+    with pytest.raises(ValueError, match="no collection.tsv inside"):
+        bm25.write_corpus_from_msmarco_tsv(str(empty), str(tmp_path / "x.jsonl"))
+    assert not (tmp_path / "x.jsonl").exists()

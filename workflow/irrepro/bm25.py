@@ -17,9 +17,11 @@ per process.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import tarfile
 import tempfile
 import threading
 import time
@@ -98,8 +100,24 @@ def write_corpus_from_rankllm(json_paths: list[str], out_path: str) -> int:
     return n
 
 
+@contextlib.contextmanager
+def _open_collection(path: str):
+    """``collection.tsv`` as a binary stream: the file itself, or streamed out of the
+    official ``collection.tar.gz`` download without unpacking it to disk."""
+    if not path.endswith((".tar.gz", ".tgz")):
+        with open(path, "rb") as fh:
+            yield fh
+        return
+    with tarfile.open(path, "r|gz") as tar:
+        for member in tar:
+            if member.isfile() and member.name.rsplit("/", 1)[-1] == "collection.tsv":
+                yield tar.extractfile(member)
+                return
+    raise ValueError(f"{path}: no collection.tsv inside the archive")
+
+
 def _iter_msmarco_tsv(tsv_path: str) -> Iterable[tuple[str, str]]:
-    with open(tsv_path, "rb") as fh:
+    with _open_collection(tsv_path) as fh:
         for lineno, raw in enumerate(fh, 1):
             where = f"{tsv_path}:{lineno}"
             try:
@@ -120,7 +138,8 @@ def _iter_msmarco_tsv(tsv_path: str) -> Iterable[tuple[str, str]]:
 
 
 def write_corpus_from_msmarco_tsv(tsv_path: str, out_path: str) -> int:
-    """Convert MS MARCO ``collection.tsv`` (``pid<TAB>passage``) to JsonCollection JSONL.
+    """Convert MS MARCO ``collection.tsv`` (``pid<TAB>passage``; or the ``collection.tar.gz``
+    holding it) to JsonCollection JSONL.
 
     Streams the file (8.8M lines for the full collection), keeping the file's order. Text
     is kept as in the file except trailing whitespace, which is stripped exactly like
