@@ -1,8 +1,11 @@
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -58,3 +61,38 @@ def tiny_base_dir(tmp_path_factory):
         return cache[family]
 
     return make
+
+
+BIN = str(Path(sys.executable).parent)
+
+
+def run(cmd, cwd, check=True, env=None):
+    """Run a tool of the venv in ``cwd``; on failure raise with the output's tail."""
+    env = {**os.environ, **(env or {}), "PATH": BIN + os.pathsep + os.environ.get("PATH", "")}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc.stdout + proc.stderr
+
+
+def make_scratch_project(root: Path, dest: Path) -> Path:
+    """A copy of the workflow definition in a new git + DVC repository at ``dest``, with the grid
+    cut to one config (llama, rank 2, MHA) and a shorter tiny-base warm-up, so a whole mini run
+    takes a few minutes on 2 cores. Needs $IRREPRO_DATA_MIRROR (or ../shared/data) for the data."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("Snakefile", "dvc.yaml", "params.yaml", ".gitignore", ".dvcignore"):
+        if (root / name).exists():
+            shutil.copy(root / name, dest / name)
+    for folder in ("workflow", "envs", "notebooks"):
+        if (root / folder).is_dir():
+            shutil.copytree(root / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
+    run(["git", "init", "-q"], dest)
+    run(["dvc", "init", "-q"], dest)
+    shutil.copy(root / ".dvc" / "config", dest / ".dvc" / "config")
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params["finetune"].update(families=["llama"], ranks=[2], targets=["mha"])
+    if "ablate" in params:
+        params["ablate"].update(families=["llama"], ranks=[2], targets=["mha"])
+    params["tiny"]["warmup_steps"] = 40
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return dest

@@ -6,44 +6,23 @@ one config and whose tiny bases get a shorter warm-up, so a whole run takes 2-3 
 on 2 cores. `make run` covers the full mini grid.
 """
 
-import os
 import re
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
 pytestmark = pytest.mark.slow
-BIN = str(Path(sys.executable).parent)
 
 
-def run(cmd, cwd, check=True):
-    env = {**os.environ, "PATH": BIN + os.pathsep + os.environ.get("PATH", "")}
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc.stdout + proc.stderr
+from conftest import make_scratch_project, run
 
 
 @pytest.fixture
 def project(root, shared_data, tmp_path, monkeypatch):
     """A scratch copy of the workflow definition in a new git + DVC repository."""
-    for name in ("Snakefile", "dvc.yaml", "params.yaml"):
-        shutil.copy(root / name, tmp_path / name)
-    shutil.copytree(root / "workflow", tmp_path / "workflow", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(root / "envs", tmp_path / "envs")
-    run(["git", "init", "-q"], tmp_path)
-    run(["dvc", "init", "-q"], tmp_path)
-    shutil.copy(root / ".dvc" / "config", tmp_path / ".dvc" / "config")
-    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    params["finetune"].update(families=["llama"], ranks=[2], targets=["mha"])
-    params["tiny"]["warmup_steps"] = 40
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     monkeypatch.setenv("IRREPRO_DATA_MIRROR", str(shared_data))
-    return tmp_path
+    return make_scratch_project(root, tmp_path)
 
 
 def assert_reference_rows_ok(project):

@@ -99,6 +99,23 @@ def check_consistency(view: dict, profile: str, source: str = DEFAULT_PARAMS) ->
             problems.append(f"train_data.source: {src!r} is also an evaluation set in rerank.datasets")
         if src != "tevatron" and src not in view["datasets"]:
             problems.append(f"train_data.source: {src!r} has no BM25 run (not in datasets: {view['datasets']})")
+    if "ablate" in view:
+        A, F = view["ablate"], view["finetune"]
+        for key in ("families", "ranks", "targets"):
+            extra = [x for x in A[key] if x not in F[key]]
+            if extra:
+                problems.append(f"ablate.{key}: {extra} not in the fine-tuning grid (finetune.{key}: {F[key]})")
+        extra = [d for d in A["datasets"] if d not in view["rerank"]["datasets"]]
+        if extra:
+            problems.append(f"ablate.datasets: {extra} not reranked (rerank.datasets: {view['rerank']['datasets']})")
+        if A["metric"] not in view["evaluate"]["metrics"]:
+            problems.append(f"ablate.metric: {A['metric']!r} is not computed (evaluate.metrics: {view['evaluate']['metrics']})")
+    if "figures" in view:
+        G = view["figures"]
+        if G["metric"] not in view["evaluate"]["metrics"]:
+            problems.append(f"figures.metric: {G['metric']!r} is not computed (evaluate.metrics: {view['evaluate']['metrics']})")
+        if G["dataset"] not in view["rerank"]["datasets"]:
+            problems.append(f"figures.dataset: {G['dataset']!r} is not reranked (rerank.datasets: {view['rerank']['datasets']})")
     if problems:
         raise ParamsError("invalid parameters:\n  " + "\n  ".join(f"{source}: {m} (profile {profile})" for m in problems))
 
