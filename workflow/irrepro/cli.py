@@ -134,8 +134,13 @@ def cmd_train_groups(a, P) -> int:
 
 
 def cmd_finetune(a, P) -> int:
+    from .launch import relaunch
     from .study1.training import finetune
 
+    F = P["finetune"]
+    code = relaunch(a.argv, F["launcher"], F["nproc_per_node"])  # multi-GPU: torchrun / accelerate
+    if code is not None:
+        return code
     finetune(P, a.family, a.rank, a.targets, a.base, a.groups, a.out)
     return 0
 
@@ -260,7 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     a = build_parser().parse_args(argv)
+    a.argv = argv
     setup_logging(a.log)
     try:
         P = load_params(a.params, a.profile)

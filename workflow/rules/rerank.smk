@@ -65,7 +65,7 @@ rule finetune:
     resources:
         mem_mb=80000 if PROFILE == "paper" else 3000,
         runtime=720 if PROFILE == "paper" else 15,
-        gpu=GPU,
+        gpu=GPU * P["finetune"]["nproc_per_node"],
     conda:
         ENV
     shell:

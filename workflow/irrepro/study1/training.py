@@ -72,7 +72,10 @@ def finetune(P: dict, family: str, rank: int, targets: str, base: str, groups: s
         threads=F["threads"],
         token=os.environ.get("HF_TOKEN") or None,
     )
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(work, out)
+    from ..launch import is_main_process
+
+    if is_main_process():  # in a multi-process launch only rank 0 publishes the directory
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(work, out)
     return summary
