@@ -135,12 +135,23 @@ def cmd_train_groups(a, P) -> int:
 
 def cmd_finetune(a, P) -> int:
     from .launch import relaunch
-    from .study1.training import finetune
 
+    need = ("family", "rank", "targets", "groups") if a.task == "rerank" else ("train",)
+    missing = [f"--{k}" for k in need if getattr(a, k) is None]
+    if missing:
+        log.error("finetune --task %s needs %s", a.task, " ".join(missing))
+        return 2
     F = P["finetune"]
     code = relaunch(a.argv, F["launcher"], F["nproc_per_node"])  # multi-GPU: torchrun / accelerate
     if code is not None:
         return code
+    if a.task == "tod":
+        from .syntod.stages import finetune_tod_stage
+
+        finetune_tod_stage(P, a.base, a.train, a.out)
+        return 0
+    from .study1.training import finetune
+
     finetune(P, a.family, a.rank, a.targets, a.base, a.groups, a.out)
     return 0
 
@@ -155,7 +166,98 @@ def cmd_rerank_eval(a, P) -> int:
 def cmd_collect(a, P) -> int:
     from .study1.collect import collect
 
-    collect(P, a.raw, a.runs, a.rerank_runs, a.out_tsv, a.out_json, a.out_md)
+    collect(P, a.raw, a.runs, a.rerank_runs, a.out_tsv, a.out_json, a.out_md, a.out_plot)
+    return 0
+
+
+def cmd_ablate(a, P) -> int:
+    from .study1.ablation import ablate_config
+
+    ablate_config(P, a.config, a.base, a.adapters, a.raw, a.runs, a.corpus, a.out)
+    return 0
+
+
+def cmd_ablate_collect(a, P) -> int:
+    from .study1.ablation import ablate_collect
+
+    ablate_collect(P, a.raw, a.runs, a.ablate_runs, a.out_tsv, a.out_json)
+    return 0
+
+
+def cmd_syntod_check(a, P) -> int:
+    import json
+
+    from .syntod.format import check_file
+    from .utils import atomic_path
+
+    report = {Path(f).name: check_file(f, strict=a.strict) for f in a.inputs}
+    with atomic_path(a.out) as tmp:
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+    bad = sum(r["round_trip_mismatches"] for r in report.values())
+    log.info("syntod-check: %d files, %d conversations, %d round-trip mismatches -> %s",
+             len(report), sum(r["conversations"] for r in report.values()), bad, a.out)
+    return 1 if bad else 0
+
+
+def cmd_syntod_walks(a, P) -> int:
+    import json
+
+    from .syntod.graph import GraphError, SeedError, load_graph, load_items, sample_walks, walk_stats, write_walks
+    from .utils import atomic_path
+
+    try:
+        graph = load_graph(a.graph or a.domain)
+        walks = sample_walks(graph, a.n, a.seed, load_items(graph, a.seeds))
+    except (GraphError, SeedError) as exc:
+        log.error("%s", exc)
+        return 2
+    write_walks(walks, a.out)
+    if a.stats:
+        with atomic_path(a.stats) as tmp:
+            tmp.write_text(json.dumps(walk_stats(walks), indent=2) + "\n")
+    log.info("syntod-walks: %d %s walks (seed %d) -> %s", len(walks), graph.domain, a.seed, a.out)
+    return 0
+
+
+def _key_path(text: str) -> tuple[str, str]:
+    key, sep, path = text.partition("=")
+    if not sep or not key.isidentifier() or not path:
+        raise argparse.ArgumentTypeError(f"expected KEY=PATH (KEY a Python identifier), got {text!r}")
+    return key, path
+
+
+def cmd_figure(a, P) -> int:
+    from .figures import run_notebook
+
+    inputs = dict(a.input)
+    if len(inputs) != len(a.input):
+        raise SystemExit(f"irrepro figure: duplicate --input keys in {[k for k, _ in a.input]}")
+    # Only params.yaml's figures section, the profile and the paths: never environment values.
+    parameters = dict(P["figures"], profile=P["profile"], inputs=inputs, out_dir=a.out_dir, name=a.name)
+    run_notebook(a.notebook, a.out_notebook, parameters, kernel_name=a.kernel)
+    return 0
+
+
+def cmd_syntod_llm_check(a, P) -> int:
+    """One prompt through a SynTOD LLM backend: checks an endpoint / model before a long generation."""
+    import json
+
+    from .syntod.llm import LLMError, chat_json, make_backend
+
+    spec = {"kind": a.kind, "model": a.model, "api_key_env": a.api_key_env, "base_url_env": a.base_url_env,
+            "model_dir": a.model_dir, "max_tokens": a.max_tokens, "timeout_s": a.timeout, "max_retries": a.max_retries}
+    keep = {"openai": {"api_key_env", "base_url_env", "timeout_s", "max_retries"}, "transformers": {"model_dir"}}
+    spec = {k: v for k, v in spec.items()
+            if v is not None and (k in ("kind", "model", "max_tokens") or k in keep.get(a.kind, ()))}
+    try:
+        backend = make_backend(spec, a.cache_dir)
+        messages = [{"role": "user", "content": a.prompt}]
+        meta = {"task": "system_turn", "state": "start", "domain": "recipes"}
+        reply = chat_json(backend, messages, meta=meta) if a.json else backend.chat(messages, meta=meta)
+    except (LLMError, ValueError, OSError) as exc:
+        log.error("syntod-llm-check: %s", exc)
+        return 1
+    print(json.dumps({"backend": backend.describe(), "reply": reply}, indent=1, ensure_ascii=False))
     return 0
 
 
@@ -163,6 +265,17 @@ def cmd_dvc_commit(a, P) -> int:
     from .dvcsync import commit
 
     return commit(P["profile"])
+
+
+def cmd_dvc_pull(a, P) -> int:
+    from .dvcremote import PullError, dvc_pull
+
+    try:
+        dvc_pull(a.remote, a.targets, a.jobs)
+    except PullError as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,13 +339,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_train_groups)
 
-    p = sub.add_parser("finetune", help="LoRA fine-tune one (family, rank, targets) config")
+    p = sub.add_parser("finetune", help="LoRA fine-tune one (family, rank, targets) reranker config, "
+                                            "or the SynTOD TOD model (--task tod)")
     _common(p)
-    p.add_argument("--family", required=True, choices=["llama", "mistral", "pythia"])
-    p.add_argument("--rank", required=True, type=int)
-    p.add_argument("--targets", required=True, choices=["mha", "mlp", "all"])
+    p.add_argument("--task", choices=["rerank", "tod"], default="rerank",
+                   help="rerank (default): --family --rank --targets --groups; tod: --train, knobs from "
+                        "params syntod.finetune")
+    p.add_argument("--family", choices=["llama", "mistral", "pythia"])
+    p.add_argument("--rank", type=int)
+    p.add_argument("--targets", choices=["mha", "mlp", "all"])
     p.add_argument("--base", required=True)
-    p.add_argument("--groups", required=True)
+    p.add_argument("--groups", help="reranker training groups (--task rerank)")
+    p.add_argument("--train", help="SynTOD text JSONL, {\"text\": ...} per line (--task tod)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_finetune)
 
@@ -256,11 +374,85 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-tsv", required=True)
     p.add_argument("--out-json", required=True)
     p.add_argument("--out-md", required=True)
+    p.add_argument("--out-plot", help="CSV of the final metrics per config and dataset (dvc plots)")
     p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("ablate", help="rerank with LoRA switched off per layer/band/projection (one config)")
+    _common(p)
+    p.add_argument("--config", required=True, help="config name, e.g. llama-r8-mha")
+    p.add_argument("--base", required=True)
+    p.add_argument("--adapters", required=True,
+                   help="directory of checkpoint-<step> adapters, or hf:<repo>@<commit>[:subfolder]")
+    p.add_argument("--raw", required=True)
+    p.add_argument("--runs", required=True, help="first-stage runs directory")
+    p.add_argument("--corpus", required=True)
+    p.add_argument("--out", required=True, help="directory of <dataset>/<variant>.trec runs + variants.json")
+    p.set_defaults(func=cmd_ablate)
+
+    p = sub.add_parser("ablate-collect", help="ranx metrics of every ablation run, deltas vs full / head-only")
+    _common(p)
+    p.add_argument("--raw", required=True)
+    p.add_argument("--runs", required=True, help="first-stage runs directory")
+    p.add_argument("--ablate-runs", required=True, help="directory of <config>/ ablation runs")
+    p.add_argument("--out-tsv", required=True)
+    p.add_argument("--out-json", required=True)
+    p.set_defaults(func=cmd_ablate_collect)
+
+    p = sub.add_parser("syntod-check", help="read SynTOD conversation JSONL files, check the round trip, write counts")
+    _common(p)
+    p.add_argument("--inputs", nargs="+", required=True, help="published {text} or structured conversation JSONL files")
+    p.add_argument("--strict", action="store_true", help="fail on the first irregular conversation")
+    p.add_argument("--out", required=True, help="summary JSON (per file)")
+    p.set_defaults(func=cmd_syntod_check)
+
+    p = sub.add_parser("syntod-walks", help="sample constrained random walks on a SynTOD state transition graph")
+    _common(p)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--domain", choices=["cooking", "ecommerce"], help="a shipped graph (resources/syntod/<domain>.yaml)")
+    g.add_argument("--graph", help="path of a graph YAML file")
+    p.add_argument("--seeds", required=True, help="recipe seeds or product catalog JSONL (matching the graph's items)")
+    p.add_argument("--n", required=True, type=int, help="number of walks")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="walks JSONL")
+    p.add_argument("--stats", help="walk statistics JSON (DVC metrics)")
+    p.set_defaults(func=cmd_syntod_walks)
+
+    p = sub.add_parser("figure", help="execute one figure notebook with papermill (kernel irrepro)")
+    _common(p)
+    p.add_argument("--name", required=True, help="figure name: the output files are <out-dir>/<name>.<format>")
+    p.add_argument("--notebook", required=True, help="notebooks/<name>.ipynb")
+    p.add_argument("--input", required=True, action="append", type=_key_path, metavar="KEY=PATH",
+                   help="an input of the notebook (repeatable), e.g. checkpoints=results/mini/rerank_checkpoints.tsv")
+    p.add_argument("--out-dir", required=True, help="figure directory, e.g. results/<profile>/figures")
+    p.add_argument("--out-notebook", required=True, help="executed notebook, written only on success")
+    p.add_argument("--kernel", default="irrepro", help="Jupyter kernel name (default: %(default)s)")
+    p.set_defaults(func=cmd_figure)
+
+    p = sub.add_parser("syntod-llm-check", help="send one prompt through a SynTOD LLM backend and print the reply")
+    _common(p)
+    p.add_argument("--kind", choices=["openai", "transformers", "offline"], default="offline")
+    p.add_argument("--model", help="model name (openai: required)")
+    p.add_argument("--model-dir", help="transformers: local model directory")
+    p.add_argument("--api-key-env", help="NAME of the environment variable holding the key (default OPENAI_API_KEY)")
+    p.add_argument("--base-url-env", help="NAME of the environment variable holding the base URL (default OPENAI_BASE_URL)")
+    p.add_argument("--timeout", type=float, help="openai: seconds per request")
+    p.add_argument("--max-retries", type=int, help="openai: retries on 429/5xx/timeouts")
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--cache-dir", help="reply cache directory (default: no cache)")
+    p.add_argument("--prompt", default='Greet a cooking assistant user in one sentence, as JSON {"text": ...}.')
+    p.add_argument("--json", action="store_true", help="ask in JSON mode and parse/repair the reply")
+    p.set_defaults(func=cmd_syntod_llm_check)
 
     p = sub.add_parser("dvc-commit", help="record finished Snakemake outputs in dvc.lock")
     _common(p)
     p.set_defaults(func=cmd_dvc_commit)
+
+    p = sub.add_parser("dvc-pull", help="dvc pull, then date the outputs so Snakemake sees them up to date")
+    _common(p)
+    p.add_argument("-r", "--remote", help="DVC remote name (default: the core.remote of .dvc/config)")
+    p.add_argument("-j", "--jobs", type=int, help="parallel transfers (dvc pull -j)")
+    p.add_argument("targets", nargs="*", help="stages or outputs to pull (default: all)")
+    p.set_defaults(func=cmd_dvc_pull)
     return ap
 
 

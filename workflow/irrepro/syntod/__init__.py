@@ -1,0 +1,1 @@
+"""Study 2: SynTOD synthetic task-oriented dialogue generation and evaluation."""
