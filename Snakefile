@@ -19,11 +19,15 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/bm25.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/rerank.smk"
+include: "workflow/rules/ablate.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:
     input:
         REPORT,
+        METRICS_ABLATION,
+        FIGURES,
     default_target: True
 
 

@@ -83,6 +83,7 @@ def project_copy(request, root, tmp_path):
         shutil.copy(root / name, tmp_path / name)
     shutil.copytree(root / "workflow", tmp_path / "workflow", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(root / "envs", tmp_path / "envs")
+    shutil.copytree(root / "notebooks", tmp_path / "notebooks")
     raw = yaml.safe_load((tmp_path / "params.yaml").read_text())
     raw["profile"] = request.param
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))

@@ -17,6 +17,8 @@ pytestmark = pytest.mark.slow
 
 from conftest import make_scratch_project, run
 
+FIGURES = ("checkpoint_curves", "rank_comparison", "module_comparison", "ablation_heatmap", "reproduction_report")
+
 
 @pytest.fixture
 def project(root, shared_data, tmp_path, monkeypatch):
@@ -32,25 +34,76 @@ def assert_reference_rows_ok(project):
     assert "0 FAIL" in report
 
 
-def test_snakemake_run_is_recorded_in_dvc_and_param_change_reruns_downstream(project):
+def dry_run_jobs(project) -> dict:
+    """``{rule: count}`` from the job-stats table of ``snakemake -n``."""
+    out = run(["snakemake", "-n"], project)
+    if "Nothing to be done" in out:
+        return {}
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", out, re.M) if m.group(1) != "total"}
+
+
+def dvc_changed_stages(project) -> set:
+    """Stage names (matrix/foreach suffix dropped) that `dvc status` reports as changed."""
+    import json
+
+    out = run(["dvc", "status", "--json"], project)
+    return {name.split("@")[0] for name in json.loads(out[out.index("{"):])}
+
+
+def edit_params(project, change):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    change(params)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_snakemake_run_then_partial_reruns_in_both_runners(project):
     run(["snakemake", "--cores", "2"], project)
     assert_reference_rows_ok(project)
     for log in ("download", "corpus", "index", "bm25", "evaluate", "train_groups", "base/llama",
-                "finetune/llama-r2-mha", "rerank_eval/llama-r2-mha", "collect", "report"):
+                "finetune/llama-r2-mha", "rerank_eval/llama-r2-mha", "collect", "report", "ablate/llama-r2-mha",
+                "ablate_collect", *(f"figures/{n}" for n in FIGURES)):
         assert (project / "logs" / "mini" / f"{log}.log").stat().st_size > 0, f"{log} wrote no log"
+    for name in FIGURES:
+        assert (project / "results" / "mini" / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+        assert (project / "results" / "mini" / "figures" / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
+        assert (project / "results" / "mini" / "notebooks" / f"{name}.ipynb").stat().st_size > 0
     assert "rerank-llama-r2-mha" in (project / "results" / "mini" / "report.md").read_text()
     assert "Nothing to be done" in run(["snakemake", "-n"], project)
     assert "up to date" in run(["dvc", "status"], project)
     assert "Running stage" not in run(["dvc", "repro"], project)
+    assert "llama-r2-mha" in run(["dvc", "metrics", "show"], project)
+
+    # A figure style knob reruns the figures and nothing else, in both runners.
+    edit_params(project, lambda p: p["figures"].update(dpi=110))
+    assert dry_run_jobs(project) == {f"figure_{n}": 1 for n in FIGURES}
+    assert dvc_changed_stages(project) == {f"figure_{n}" for n in FIGURES}
+    before = (project / "results" / "mini" / "figures" / "checkpoint_curves.png").read_bytes()
+    run(["snakemake", "--cores", "2"], project)
+    assert (project / "results" / "mini" / "figures" / "checkpoint_curves.png").read_bytes() != before
+    assert "up to date" in run(["dvc", "status"], project)
+
+    # A new LoRA rank: only the new config's training and reranking, then collect, report and
+    # the figures that read the checkpoint table (the ablated configs are unchanged).
+    edit_params(project, lambda p: p["finetune"].update(ranks=[2, 1]))
+    jobs = dry_run_jobs(project)
+    assert jobs == {"finetune": 1, "rerank_eval": 1, "collect": 1, "report": 1,
+                    **{f"figure_{n}": 1 for n in FIGURES if n != "ablation_heatmap"}}, jobs
+    dry = run(["snakemake", "-n"], project)
+    assert "models/mini/lora/llama-r1-mha" in dry and "models/mini/lora/llama-r2-mha\n" not in dry
+    assert "ablation_heatmap" not in dry
+    changed = dvc_changed_stages(project)
+    assert {"finetune", "rerank_eval", "collect", "report"} <= changed, changed
+    assert not changed & {"download", "bm25", "base", "train_groups", "ablate", "ablate_collect",
+                          "figure_ablation_heatmap"}, changed
+    edit_params(project, lambda p: p["finetune"].update(ranks=[2]))
+    assert "Nothing to be done" in run(["snakemake", "-n"], project)
 
     # bm25.k1 feeds bm25 and what follows it; download, corpus and index are kept.
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["bm25"]["k1"] = 1.2
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    dry = run(["snakemake", "-n"], project)
-    assert "rule bm25:" in dry and "rule evaluate:" in dry and "rule report:" in dry
-    assert "rule download:" not in dry and "rule index:" not in dry and "rule corpus:" not in dry
-    assert "rule base:" not in dry
+    edit_params(project, lambda p: p["bm25"].update(k1=1.2))
+    jobs = dry_run_jobs(project)
+    assert {"bm25", "evaluate", "train_groups", "finetune", "rerank_eval", "collect", "ablate", "ablate_collect",
+            "report", *(f"figure_{n}" for n in FIGURES)} <= set(jobs), jobs
+    assert not set(jobs) & {"download", "corpus", "index", "base"}, jobs
     assert "up to date" not in run(["dvc", "status"], project)
     out = run(["dvc", "repro", "evaluate"], project)
     assert "Running stage 'bm25'" in out and "Running stage 'evaluate'" in out
@@ -70,10 +123,11 @@ def test_paper_dry_run_lists_paper_jobs_offline(project, root):
     shutil.copy(root / "params.yaml", project / "params.yaml")  # the full grid
     out = run(["snakemake", "-n", "--config", "profile=paper"], project)
     for rule in ("download", "corpus", "index", "bm25", "evaluate", "report", "base", "train_groups",
-                 "finetune", "rerank_eval", "collect"):
+                 "finetune", "rerank_eval", "collect", "ablate", "ablate_collect", "figure_checkpoint_curves"):
         assert f"rule {rule}:" in out
     stats = {line.split()[0]: int(line.split()[1]) for line in out.splitlines() if re.match(r"^\w+\s+\d+$", line)}
     assert stats["finetune"] == 36 and stats["rerank_eval"] == 36 and stats["base"] == 3
+    assert stats["ablate"] == 9 and all(stats[f"figure_{n}"] == 1 for n in FIGURES)
     assert "data/paper/raw" in out and "results/paper/report.md" in out
     finetune_block = out[out.index("rule finetune:"):][:1500]
     assert re.search(r"resources: .*mem_mb=80000.*gpu=1", finetune_block) or (

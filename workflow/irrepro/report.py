@@ -35,6 +35,8 @@ __all__ = [
     "count_fails",
     "count_failures",
     "build_report",
+    "table_rows",
+    "REPORT_COLUMNS",
     "metrics_table",
     "write_report",
 ]
@@ -218,6 +220,28 @@ def metrics_table(metrics_json: MetricsJson) -> str:
     return "\n".join(lines) + "\n"
 
 
+REPORT_COLUMNS = ("condition", "dataset", "metric", "expected", "measured", "tolerance", "status")
+
+
+def table_rows(checks: Iterable[Check]) -> tuple[list[dict[str, str]], dict[str, int]]:
+    """The reproduction table as data, exactly as the report prints it.
+
+    Returns one ``{column: text}`` row per check (columns :data:`REPORT_COLUMNS`; an n/a
+    status carries its note number, ``n/a in mini [1]``) and ``{condition: note number}``
+    for the n/a conditions, so other renderings (the report figure) show the same table.
+    """
+    rows: list[dict[str, str]] = []
+    notes: dict[str, int] = {}
+    for c in checks:
+        status = c.status
+        if status.startswith("n/a"):
+            k = notes.setdefault(c.condition, len(notes) + 1)
+            status = f"{status} [{k}]"
+        rows.append(dict(condition=c.condition, dataset=c.dataset, metric=c.metric, expected=_fmt(c.expected),
+                         measured=_fmt(c.measured), tolerance=f"{c.tolerance:g}", status=status))
+    return rows, notes
+
+
 def build_report(
     metrics_json: MetricsJson,
     references: Mapping | str | os.PathLike | None,
@@ -229,24 +253,16 @@ def build_report(
     refs = _as_references(references)
     checks = check_references(metrics_json, refs, profile)
     profile_text = " ".join(str(refs["profiles"][profile]).split())
+    rows, notes = table_rows(checks)
     out = [
         f"# Reproduction report (profile: {profile})",
         "",
         f"Profile **{profile}**: {profile_text}",
         "",
-        "| condition | dataset | metric | expected | measured | tolerance | status |",
+        "| " + " | ".join(REPORT_COLUMNS) + " |",
         "|---|---|---|---|---|---|---|",
     ]
-    notes: dict[str, int] = {}
-    for c in checks:
-        status = c.status
-        if status.startswith("n/a"):
-            k = notes.setdefault(c.condition, len(notes) + 1)
-            status = f"{status} [{k}]"
-        out.append(
-            f"| {_cell(c.condition)} | {_cell(c.dataset)} | {_cell(c.metric)} | {_fmt(c.expected)} "
-            f"| {_fmt(c.measured)} | {c.tolerance:g} | {status} |"
-        )
+    out += ["| " + " | ".join(_cell(row[col]) for col in REPORT_COLUMNS) + " |" for row in rows]
     n_ok = sum(c.status == "OK" for c in checks)
     n_fail = sum(c.status == "FAIL" for c in checks)
     n_not_run = sum(c.status == "not run" for c in checks)

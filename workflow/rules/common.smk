@@ -27,6 +27,7 @@ RERANK_RUNS = f"runs/{PROFILE}/rerank"
 CHECKPOINTS_TSV = f"results/{PROFILE}/rerank_checkpoints.tsv"
 METRICS_RERANK = f"results/{PROFILE}/metrics/rerank.json"
 SIGNIFICANCE = f"results/{PROFILE}/rerank_significance.md"
+FINAL_PLOT = f"results/{PROFILE}/plots/rerank_final.csv"
 GRID = [
     dict(family=f, rank=r, targets=t)
     for f in P["finetune"]["families"]
@@ -37,6 +38,31 @@ CONFIGS = [f"{g['family']}-r{g['rank']}-{g['targets']}" for g in GRID]
 # Training knobs without the grid lists: adding a rank must not retrain the other configs.
 TRAIN_KNOBS = {k: v for k, v in P["finetune"].items() if k not in ("families", "ranks", "targets")}
 GPU = 1 if PROFILE == "paper" else 0
+
+# Ablations: the configs of params `ablate` (a subset of the grid), at one checkpoint each.
+ABLATE_RUNS = f"runs/{PROFILE}/ablate"
+ABLATE_CONFIGS = [
+    f"{f}-r{r}-{t}" for f in P["ablate"]["families"] for r in P["ablate"]["ranks"] for t in P["ablate"]["targets"]
+]
+ABLATION_TSV = f"results/{PROFILE}/ablation.tsv"
+METRICS_ABLATION = f"results/{PROFILE}/metrics/ablation.json"
+# What an ablation job's results depend on (not the lists: a new config must not rerun the rest).
+ABLATE_KNOBS = {k: v for k, v in P["ablate"].items() if k not in ("families", "ranks", "targets", "metric")}
+
+# Figures: one papermill notebook per figure, notebooks/<name>.ipynb, with its inputs.
+FIGURES_DIR = f"results/{PROFILE}/figures"
+NOTEBOOKS_OUT = f"results/{PROFILE}/notebooks"
+FIGURE_INPUTS = {
+    "checkpoint_curves": {"checkpoints": CHECKPOINTS_TSV},
+    "rank_comparison": {"checkpoints": CHECKPOINTS_TSV},
+    "module_comparison": {"checkpoints": CHECKPOINTS_TSV},
+    "ablation_heatmap": {"ablation": ABLATION_TSV},
+    "reproduction_report": {"bm25": METRICS_BM25, "rerank": METRICS_RERANK},
+}
+# Package modules each figure's notebook uses (besides irrepro.figures).
+FIGURE_CODE = {name: ["figures.py"] for name in FIGURE_INPUTS}
+FIGURE_CODE["reproduction_report"] += ["report.py", "resources/references.yaml"]
+FIGURES = [f"{FIGURES_DIR}/{name}.{fmt}" for name in FIGURE_INPUTS for fmt in P["figures"]["formats"]]
 
 
 wildcard_constraints:

@@ -112,6 +112,7 @@ rule collect:
         tsv=CHECKPOINTS_TSV,
         json=METRICS_RERANK,
         md=SIGNIFICANCE,
+        plot=FINAL_PLOT,
     params:
         profile=PROFILE,
         rerank=P["rerank"],
@@ -126,4 +127,4 @@ rule collect:
     shell:
         "irrepro collect --profile {params.profile} --raw {input.raw}"
         " --runs {input.runs} --rerank-runs {params.rerank_runs} --out-tsv {output.tsv}"
-        " --out-json {output.json} --out-md {output.md} --log {log}"
+        " --out-json {output.json} --out-md {output.md} --out-plot {output.plot} --log {log}"

@@ -13,10 +13,12 @@ from .reranking import eval_datasets
 log = logging.getLogger("irrepro.study1")
 
 def collect(P: dict, raw: str, bm25_runs: str, rerank_runs: str,
-            out_tsv: str, out_json: str, out_md: str) -> list[dict]:
+            out_tsv: str, out_json: str, out_md: str, out_plot: str | None = None) -> list[dict]:
     """Evaluate every checkpoint run of every config with ranx: one tidy table
     (config x step x dataset x metric), the final checkpoints' metrics (DVC metrics, next to
-    BM25 in the report) and paired significance tests of the final checkpoints vs BM25."""
+    BM25 in the report), paired significance tests of the final checkpoints vs BM25 and, if
+    ``out_plot`` is given, a CSV of the final metrics for ``dvc plots`` (one row per config and
+    dataset)."""
     from ..evaluate import evaluate_run
     from ..rerank.evaluate import TSV_COLUMNS, compare_to_bm25
     from ..trec import read_qrels, read_run
@@ -47,10 +49,25 @@ def collect(P: dict, raw: str, bm25_runs: str, rerank_runs: str,
             metrics.setdefault(f"rerank-{r['config']}", {}).setdefault(r["dataset"], {})[r["metric"]] = round(r["value"], 4)
     with atomic_path(out_json) as tmp:
         tmp.write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
+    if out_plot is not None:
+        write_final_plot(metrics, P["evaluate"]["metrics"], out_plot)
     runs = {cfg: {ds: Path(rerank_runs) / cfg / ds / f"step-{step}.trec" for ds in datasets} for cfg, step in final.items()}
     compare_to_bm25(datasets, runs, P["evaluate"]["metrics"], out_md=out_md, depth=R["depth"],
                     stat_test=R["stat_test"], max_p=R["max_p"])
     return rows
+
+
+def write_final_plot(metrics: dict, names: list[str], out_csv: str) -> None:
+    """``run,<metric>...`` rows (run = ``<config> <dataset>``) from the final-metrics dict."""
+    import csv
+
+    with atomic_path(out_csv) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["run", *names])
+            for key in sorted(metrics):
+                for ds, vals in sorted(metrics[key].items()):
+                    w.writerow([f"{key.removeprefix('rerank-')} {ds}", *(vals[m] for m in names)])
 
 
 def curves_markdown(checkpoints_tsv: str, metric: str = "ndcg@10") -> str:
