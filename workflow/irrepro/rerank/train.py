@@ -42,8 +42,8 @@ from ..utils import atomic_path
 
 log = logging.getLogger("irrepro")
 
-__all__ = ["finetune", "list_checkpoints", "is_complete_checkpoint", "latest_complete_checkpoint",
-           "LCETrainer", "SUMMARY_NAME", "FINAL_NAME"]
+__all__ = ["finetune", "resume_point", "publish_run", "list_checkpoints", "is_complete_checkpoint",
+           "latest_complete_checkpoint", "LCETrainer", "SUMMARY_NAME", "FINAL_NAME"]
 
 SUMMARY_NAME = "train_summary.json"
 FINAL_NAME = "final"
@@ -163,6 +163,77 @@ def _training_arguments(**kw):
     return TrainingArguments(**kw)
 
 
+def resume_point(out: Path) -> tuple[Path | None, int]:
+    """``(checkpoint, step)`` to resume ``out``'s run from (``(None, 0)``: start afresh).
+
+    Incomplete checkpoint directories newer than the newest complete one (a run killed
+    while saving) are deleted; older incomplete ones are only reported.
+    """
+    resume = latest_complete_checkpoint(out)
+    resume_step = int(_CKPT_RE.match(resume.name).group(1)) if resume else 0
+    for step, path in list_checkpoints(out):
+        if step > resume_step and not is_complete_checkpoint(path):
+            if _is_main_process():
+                log.warning("finetune: removing incomplete checkpoint %s", path)
+                shutil.rmtree(path, ignore_errors=True)
+        elif step < resume_step and not is_complete_checkpoint(path):
+            log.warning("finetune: %s is incomplete (kept; training resumes after it)", path)
+    if resume:
+        log.info("finetune: resuming from %s", resume)
+    return resume, resume_step
+
+
+def publish_run(trainer, result, out: Path, *, t0: float, train_time: float, resume: Path | None,
+                resume_step: int, config: dict, extra: dict) -> dict:
+    """After ``trainer.train``: save the final adapter to ``out/final`` and write the summary
+    (``extra`` adds run-specific entries) to ``out/train_summary.json`` last. Returns it."""
+    import torch
+    import transformers
+
+    # final adapter: every rank joins save_model (sharded setups gather), rank 0 publishes
+    tmp_final = out / f".{FINAL_NAME}.tmp"
+    if trainer.is_world_process_zero() and tmp_final.exists():
+        shutil.rmtree(tmp_final)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(tmp_final))
+    trainer.accelerator.wait_for_everyone()
+
+    state = trainer.state
+    losses = [
+        {k: e[k] for k in ("step", "loss", "learning_rate", "grad_norm", "epoch") if k in e}
+        for e in state.log_history if "loss" in e
+    ]
+    steps_run = state.global_step - resume_step
+    summary = {
+        "steps": state.global_step,
+        "epochs": state.epoch,
+        "losses": losses,
+        "train_loss": result.training_loss,
+        "wall_time_s": round(time.time() - t0, 3),
+        "train_time_s": round(train_time, 3),
+        "sec_per_step": round(train_time / steps_run, 4) if steps_run > 0 else None,
+        "resumed_from": resume.name if resume else None,
+        "resumed_from_step": resume_step,
+        "checkpoints": [p.name for _, p in list_checkpoints(out)],
+        "final": FINAL_NAME,
+        **extra,
+        "world_size": trainer.args.world_size,
+        "config": config,
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                     "peft": __import__("peft").__version__},
+    }
+    if trainer.is_world_process_zero():
+        final = out / FINAL_NAME
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp_final, final)
+        with atomic_path(out / SUMMARY_NAME) as tmp:
+            tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        log.info("finetune: %d steps (%s/step), final adapter %s", state.global_step, summary["sec_per_step"], final)
+    trainer.accelerator.wait_for_everyone()
+    return summary
+
+
 # ---------------------------------------------------------------------------- driver
 
 
@@ -237,7 +308,6 @@ def finetune(
         return done
 
     import torch
-    import transformers
     from transformers import set_seed
 
     from .data import GroupCollator, GroupDataset, read_groups
@@ -249,17 +319,7 @@ def finetune(
     out.mkdir(parents=True, exist_ok=True)
     _check_config(out, config)
 
-    resume = latest_complete_checkpoint(out)
-    resume_step = int(_CKPT_RE.match(resume.name).group(1)) if resume else 0
-    for step, path in list_checkpoints(out):
-        if step > resume_step and not is_complete_checkpoint(path):
-            if _is_main_process():
-                log.warning("finetune: removing incomplete checkpoint %s", path)
-                shutil.rmtree(path, ignore_errors=True)
-        elif step < resume_step and not is_complete_checkpoint(path):
-            log.warning("finetune: %s is incomplete (kept; training resumes after it)", path)
-    if resume:
-        log.info("finetune: resuming from %s", resume)
+    resume, resume_step = resume_point(out)
 
     records = read_groups(groups_path)
     if not records:
@@ -314,45 +374,5 @@ def finetune(
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     train_time = time.time() - t_train
 
-    # final adapter: every rank joins save_model (sharded setups gather), rank 0 publishes
-    tmp_final = out / f".{FINAL_NAME}.tmp"
-    if trainer.is_world_process_zero() and tmp_final.exists():
-        shutil.rmtree(tmp_final)
-    trainer.accelerator.wait_for_everyone()
-    trainer.save_model(str(tmp_final))
-    trainer.accelerator.wait_for_everyone()
-
-    state = trainer.state
-    losses = [
-        {k: e[k] for k in ("step", "loss", "learning_rate", "grad_norm", "epoch") if k in e}
-        for e in state.log_history if "loss" in e
-    ]
-    steps_run = state.global_step - resume_step
-    summary = {
-        "steps": state.global_step,
-        "epochs": state.epoch,
-        "losses": losses,
-        "train_loss": result.training_loss,
-        "wall_time_s": round(time.time() - t0, 3),
-        "train_time_s": round(train_time, 3),
-        "sec_per_step": round(train_time / steps_run, 4) if steps_run > 0 else None,
-        "resumed_from": resume.name if resume else None,
-        "resumed_from_step": resume_step,
-        "checkpoints": [p.name for _, p in list_checkpoints(out)],
-        "final": FINAL_NAME,
-        "n_queries": len(records),
-        "world_size": args.world_size,
-        "config": config,
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                     "peft": __import__("peft").__version__},
-    }
-    if trainer.is_world_process_zero():
-        final = out / FINAL_NAME
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp_final, final)
-        with atomic_path(summary_path) as tmp:
-            tmp.write_text(json.dumps(summary, indent=2) + "\n")
-        log.info("finetune: %d steps (%s/step), final adapter %s", state.global_step, summary["sec_per_step"], final)
-    trainer.accelerator.wait_for_everyone()
-    return summary
+    return publish_run(trainer, result, out, t0=t0, train_time=train_time, resume=resume, resume_step=resume_step,
+                       config=config, extra={"n_queries": len(records)})

@@ -1,0 +1,446 @@
+"""The SynTOD TOD model: LoRA causal-LM fine-tuning on whole conversations, and
+teacher-forced inference on the gold history.
+
+Training (:func:`finetune_tod`) follows the original SynTOD recipe: one string per
+conversation (``{"text": ...}`` per line of the training JSONL), ``<bos> text <eos>``,
+cut to ``max_len`` tokens, next-token loss, LoRA on the family's module set from
+:mod:`irrepro.rerank.targets` (the original: QLoRA r=64, alpha=16, dropout 0.1, all linear
+layers, lr 2e-4, constant schedule after a short warm-up, gradient norm clipped at 0.3 --
+we keep the schedule and clipping; 4-bit quantisation is not used, bitsandbytes needs CUDA).
+
+Which tokens carry loss (``loss_on``):
+
+* ``"all"`` (the default): every token of the conversation and the closing eos. This is
+  what the original did: its ``qlora.py --dataset_format oasst1`` trains on the whole
+  ``text`` as the target (empty source), so the model also learns to write the user turns
+  and grounding blocks; we keep that for fidelity.
+* ``"annotations_and_responses"``: only the user turns' ``## {...}`` annotations and the
+  assistant responses (with their own annotation), each together with the ``###`` that
+  opens the next turn (so the model learns where to stop), and the eos. Header, user
+  utterances and ``### RESULTS/SUGGESTIONS/RECIPE`` blocks are context only. Tokens are
+  assigned by character offsets: a token is trained when its span overlaps a trained
+  character range (needs a fast tokenizer).
+
+Labels are -100 on padding and on the bos token in both modes.
+
+Output directory layout and crash-resume are those of the reranker
+(:mod:`irrepro.rerank.train`: ``finetune_config.json`` checked on resume,
+``checkpoint-{step}/``, ``final/``, ``train_summary.json`` written last; resume from the
+newest complete checkpoint); the helpers are imported from there.
+
+Inference (:class:`TODModel`, :func:`teacher_forced`): greedy completion of gold-history
+prompts, e.g. ``... ### HUMAN: <utterance> ## `` (the model writes the intent/slot JSON)
+or ``... ### ASSISTANT: `` (the model writes the response). The prompt's trailing
+whitespace is moved into the completion: BPE tokenizers attach a space to the following
+word (``" {"``), so a prompt ending in a lone space token is a sequence never seen in
+training; the completion is returned without that whitespace, i.e. it starts right after
+``## ``. Completions are cut at the first stop marker (default ``\\n`` and ``###``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+log = logging.getLogger("irrepro.syntod.tod")
+
+__all__ = ["finetune_tod", "teacher_forced", "parse_prediction", "TODModel", "read_conversations",
+           "encode_conversation", "trained_spans", "load_tod_model", "LOSS_ON", "DEFAULT_LOSS_ON",
+           "INTENT_STOP", "RESPONSE_STOP"]
+
+LOSS_ON = ("all", "annotations_and_responses")
+DEFAULT_LOSS_ON = "all"
+INTENT_STOP = ("\n", "###")
+# responses may span lines; they end at the next turn marker or at their own annotation
+RESPONSE_STOP = ("###", "## {")
+
+_MARKER = re.compile(r"### ([A-Z][A-Z_]*):")
+_ANNOTATION = re.compile(r"(?:(?<=\s)|^)## (?=\{)")  # a turn's annotation: the last match in it
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def read_conversations(path: str | os.PathLike) -> list[str]:
+    """The ``text`` of every line of a SynTOD text JSONL (blank lines skipped); a line that
+    is not a JSON object with a non-empty string ``text`` is an error naming file and line."""
+    texts = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{lineno}: not JSON ({exc.msg})") from None
+            text = rec.get("text") if isinstance(rec, dict) else None
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"{path}:{lineno}: expected an object with a non-empty string 'text'")
+            texts.append(text)
+    if not texts:
+        raise ValueError(f"{path}: no conversations")
+    return texts
+
+
+def trained_spans(text: str) -> list[tuple[int, int]]:
+    """Character ranges ``[start, end)`` trained under ``loss_on="annotations_and_responses"``:
+    each human turn's annotation (from its ``## ``) and each assistant turn's body (after
+    ``### ASSISTANT:``), each extended over the ``###`` of the next marker when there is one."""
+    marks = list(_MARKER.finditer(text))
+    spans = []
+    for i, m in enumerate(marks):
+        end = marks[i + 1].start() + 3 if i + 1 < len(marks) else len(text)
+        body_end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
+        if m.group(1) == "ASSISTANT":
+            spans.append((m.end(), end))
+        elif m.group(1) == "HUMAN":
+            hits = list(_ANNOTATION.finditer(text, m.end(), body_end))
+            if hits:
+                spans.append((hits[-1].start(), end))
+    return spans
+
+
+def encode_conversation(tokenizer, text: str, max_len: int, loss_on: str = DEFAULT_LOSS_ON) -> tuple[list[int], list[int], bool]:
+    """``(input_ids, labels, truncated)`` for one conversation: ``<bos> text <eos>`` cut to
+    ``max_len`` tokens; labels are the input ids where loss is taken, else -100 (see the
+    module docstring for ``loss_on``)."""
+    if loss_on not in LOSS_ON:
+        raise ValueError(f"loss_on must be one of {list(LOSS_ON)}, got {loss_on!r}")
+    need_offsets = loss_on == "annotations_and_responses"
+    if need_offsets and not getattr(tokenizer, "is_fast", False):
+        raise ValueError("loss_on='annotations_and_responses' needs a fast tokenizer (character offsets)")
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=need_offsets)
+    ids = list(enc["input_ids"])
+    if need_offsets:
+        spans = trained_spans(text)
+        keep = [any(a < e and b > s for s, e in spans) for a, b in enc["offset_mapping"]]
+    else:
+        keep = [True] * len(ids)
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    input_ids = ([bos] if bos is not None else []) + ids + ([eos] if eos is not None else [])
+    labels = ([-100] if bos is not None else []) + [t if k else -100 for t, k in zip(ids, keep)] \
+        + ([eos] if eos is not None else [])
+    truncated = len(input_ids) > max_len
+    return input_ids[:max_len], labels[:max_len], truncated
+
+
+class _Collator:
+    """Right-pads a batch of encoded conversations; labels are -100 on padding."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, batch: list[dict]) -> dict:
+        import torch
+
+        n = max(len(b["input_ids"]) for b in batch)
+        ids = torch.full((len(batch), n), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(batch), n), -100, dtype=torch.long)
+        mask = torch.zeros((len(batch), n), dtype=torch.long)
+        for i, b in enumerate(batch):
+            k = len(b["input_ids"])
+            ids[i, :k] = torch.tensor(b["input_ids"])
+            labels[i, :k] = torch.tensor(b["labels"])
+            mask[i, :k] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+# ---------------------------------------------------------------------------- model
+
+
+def _token_arg(token: str | None):
+    # only the argument or $HF_TOKEN; False stops huggingface_hub from using a stored login
+    return token or os.environ.get("HF_TOKEN") or False
+
+
+def _load_base_lm(src: str, dtype, tok_arg):
+    """``(causal LM, tokenizer)`` with the pad token chosen as for the reranker
+    (:func:`irrepro.rerank.model.load_tokenizer`); the embeddings grow only if a new pad
+    token does not fit them."""
+    from transformers import AutoModelForCausalLM
+
+    from ..rerank.model import _resolve_dtype, load_tokenizer
+
+    tokenizer = load_tokenizer(src, tok_arg)
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=_resolve_dtype(dtype), token=tok_arg)
+    n_rows = model.get_input_embeddings().weight.shape[0]
+    if tokenizer.pad_token_id >= n_rows:
+        log.warning("added pad token %r does not fit the %d-row embedding matrix: resizing it",
+                    tokenizer.pad_token, n_rows)
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def load_tod_model(base: str | os.PathLike, rank: int, targets: str, alpha: float = 16, dropout: float = 0.1,
+                   dtype=None, gradient_checkpointing: bool = False, token: str | None = None):
+    """``(peft_model, tokenizer)``: the base causal LM with a fresh trainable LoRA adapter
+    of ``rank`` on ``targets`` (mha | mlp | all, per family). Unknown architectures and
+    missing target modules are errors (see :mod:`irrepro.rerank.targets`)."""
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import AutoConfig
+
+    from ..rerank import targets as T
+    from ..rerank.model import _enable_checkpointing
+
+    if int(rank) < 1:
+        raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+    src, tok_arg = str(base), _token_arg(token)
+    family = T.family_of(AutoConfig.from_pretrained(src, token=tok_arg).model_type)
+    names = T.target_modules(family, targets)
+    model, tokenizer = _load_base_lm(src, dtype, tok_arg)
+    T.check_modules_exist(model, names)
+    model.config.use_cache = False  # training: no generation cache
+    if gradient_checkpointing:
+        _enable_checkpointing(model)
+    lora = LoraConfig(task_type=TaskType.CAUSAL_LM, r=int(rank), lora_alpha=alpha, lora_dropout=dropout,
+                      target_modules=names, bias="none")
+    peft_model = get_peft_model(model, lora)
+    n_train = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    n_all = sum(p.numel() for p in peft_model.parameters())
+    log.info("TOD model %s (%s): LoRA r=%d alpha=%s dropout=%s on %s; trainable %d / %d parameters",
+             src, family, rank, alpha, dropout, names, n_train, n_all)
+    return peft_model, tokenizer
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def finetune_tod(
+    base: str | os.PathLike,
+    train_jsonl: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    rank: int,
+    targets: str,
+    alpha: float = 16,
+    dropout: float = 0.1,
+    lr: float = 2e-4,
+    epochs: float = 1,
+    max_steps: int = -1,
+    batch_size: int = 4,
+    grad_accum: int = 4,
+    max_len: int = 2048,
+    save_steps: int = 50,
+    warmup_ratio: float = 0.03,
+    bf16: bool = False,
+    gradient_checkpointing: bool = False,
+    seed: int = 42,
+    threads: int | None = None,
+    loss_on: str = DEFAULT_LOSS_ON,
+    logging_steps: int = 1,
+    callbacks: Sequence[Any] | None = None,
+    token: str | None = None,
+) -> dict:
+    """Causal-LM SFT of ``base`` with LoRA on the conversations of ``train_jsonl`` into ``out_dir``.
+
+    ``max_steps`` > 0 overrides ``epochs``; ``bf16`` is mixed precision. Constant learning
+    rate after a linear warm-up over ``warmup_ratio`` of the steps, gradient norm clipped at
+    0.3 (the original recipe). A finished ``out_dir`` returns its summary without training;
+    one holding a run with other settings is an error; otherwise training resumes from the
+    newest complete checkpoint. Returns the summary also written to
+    ``out_dir/train_summary.json`` (``losses`` per logging step, ``steps``, timings,
+    ``resumed_from``, ``checkpoints``, ``n_conversations``, ``n_truncated``,
+    ``tokens_trained``, ``config``).
+    """
+    from ..rerank.train import SUMMARY_NAME, _check_config, _check_same, _training_arguments, publish_run, resume_point
+
+    if loss_on not in LOSS_ON:
+        raise ValueError(f"loss_on must be one of {list(LOSS_ON)}, got {loss_on!r}")
+    out = Path(out_dir)
+    config = {
+        "base": str(base), "train": str(train_jsonl), "rank": int(rank), "targets": targets, "alpha": alpha,
+        "dropout": dropout, "lr": lr, "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,
+        "grad_accum": grad_accum, "max_len": max_len, "save_steps": save_steps, "warmup_ratio": warmup_ratio,
+        "bf16": bool(bf16), "gradient_checkpointing": bool(gradient_checkpointing), "seed": seed, "loss_on": loss_on,
+    }
+    summary_path = out / SUMMARY_NAME
+    if summary_path.exists():
+        done = json.loads(summary_path.read_text())
+        _check_same(out, done.get("config", {}), config)
+        log.info("finetune_tod: %s exists; nothing to do", summary_path)
+        return done
+
+    import torch
+    from transformers import Trainer, set_seed
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    t0 = time.time()
+    texts = read_conversations(train_jsonl)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_config(out, config)
+    resume, resume_step = resume_point(out)
+
+    set_seed(seed)  # the LoRA A matrices are drawn from the global RNG
+    model, tokenizer = load_tod_model(base, rank, targets, alpha=alpha, dropout=dropout, dtype=None,
+                                      gradient_checkpointing=gradient_checkpointing, token=token)
+    n_pos = getattr(model.config, "max_position_embeddings", None)
+    if n_pos and max_len > n_pos:
+        log.warning("finetune_tod: max_len %d exceeds the base's %d positions", max_len, n_pos)
+    dataset, n_truncated, n_trained = [], 0, 0
+    for text in texts:
+        ids, labels, truncated = encode_conversation(tokenizer, text, max_len, loss_on)
+        n_truncated += truncated
+        n_trained += sum(lab != -100 for lab in labels)
+        dataset.append({"input_ids": ids, "labels": labels})
+    log.info("finetune_tod: %d conversations from %s, %d truncated to %d tokens; %d tokens trained (loss_on=%s)",
+             len(texts), train_jsonl, n_truncated, max_len, n_trained, loss_on)
+    if n_trained == 0:
+        raise ValueError(f"{train_jsonl}: no token carries loss (loss_on={loss_on}, max_len={max_len})")
+
+    args = _training_arguments(
+        output_dir=str(out),
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=grad_accum,
+        learning_rate=lr,
+        num_train_epochs=epochs,
+        max_steps=max_steps if max_steps and max_steps > 0 else -1,
+        warmup_ratio=warmup_ratio,
+        lr_scheduler_type="constant_with_warmup",
+        max_grad_norm=0.3,
+        optim="adamw_torch",
+        weight_decay=0.0,
+        bf16=bool(bf16),
+        logging_strategy="steps",
+        logging_steps=logging_steps,
+        save_strategy="steps",
+        save_steps=save_steps,
+        save_total_limit=None,
+        report_to="none",
+        remove_unused_columns=False,
+        label_names=["labels"],
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        seed=seed,
+        data_seed=seed,
+        disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=_Collator(tokenizer.pad_token_id),
+                      processing_class=tokenizer, callbacks=list(callbacks or []))
+    t_train = time.time()
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    return publish_run(trainer, result, out, t0=t0, train_time=time.time() - t_train, resume=resume,
+                       resume_step=resume_step, config=config,
+                       extra={"n_conversations": len(texts), "n_truncated": n_truncated, "tokens_trained": n_trained})
+
+
+# ---------------------------------------------------------------------------- inference
+
+
+def _prompt_of(example) -> str:
+    return example if isinstance(example, str) else example[0]
+
+
+def _cut(text: str, stop: Iterable[str]) -> str:
+    cuts = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+    return (text[:min(cuts)] if cuts else text).rstrip()
+
+
+class TODModel:
+    """A base causal LM (loaded once) with an optional trained adapter, for greedy
+    teacher-forced completion of many prompts."""
+
+    def __init__(self, base: str | os.PathLike, adapter: str | os.PathLike | None = None, *, dtype=None,
+                 token: str | None = None, threads: int | None = None):
+        import torch
+
+        if threads:
+            torch.set_num_threads(int(threads))
+        self.model, self.tokenizer = _load_base_lm(str(base), dtype, _token_arg(token))
+        if adapter is not None:
+            from peft import PeftModel
+
+            self.model = PeftModel.from_pretrained(self.model, str(adapter))
+        self.model.eval()
+        self.tokenizer.padding_side = "left"
+        cfg = self.model.config
+        self.max_positions = getattr(cfg, "max_position_embeddings", None)
+        log.info("TOD model %s%s loaded", base, f" + adapter {adapter}" if adapter else "")
+
+    def complete(self, examples: Sequence, *, max_new_tokens: int = 64, batch_size: int = 8,
+                 stop: Sequence[str] = INTENT_STOP, max_len: int | None = None) -> list[str]:
+        """Greedy completion of each prompt (a string, or a ``(prompt, target)`` pair), cut at
+        the first ``stop`` marker, without the prompt's trailing whitespace (module docstring).
+        Prompts longer than ``max_len - max_new_tokens`` tokens (``max_len``: the model's
+        maximum positions by default) keep bos and their last tokens."""
+        import torch
+
+        tok = self.tokenizer
+        max_len = max_len or self.max_positions
+        budget = max_len - max_new_tokens if max_len else None
+        if budget is not None and budget < 2:
+            raise ValueError(f"max_len {max_len} leaves no room for a prompt with max_new_tokens {max_new_tokens}")
+        encoded, healed, n_cut = [], [], 0
+        for ex in examples:
+            prompt = _prompt_of(ex)
+            head = prompt.rstrip()
+            healed.append(prompt[len(head):])
+            bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
+            ids = list(tok(head, add_special_tokens=False)["input_ids"])
+            if budget is not None and len(bos) + len(ids) > budget:
+                ids = ids[len(ids) - (budget - len(bos)):]
+                n_cut += 1
+            encoded.append(bos + ids)
+        if n_cut:
+            log.warning("teacher_forced: %d of %d prompts cut to their last %d tokens", n_cut, len(encoded), budget)
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # less padding per batch
+        stops = {tok.eos_token_id, tok.pad_token_id} - {None}
+        out: list[str | None] = [None] * len(encoded)
+        t0 = time.time()
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            n = max(len(encoded[i]) for i in idx)
+            ids = torch.full((len(idx), n), tok.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(idx), n), dtype=torch.long)
+            for row, i in enumerate(idx):  # left padding
+                ids[row, n - len(encoded[i]):] = torch.tensor(encoded[i])
+                mask[row, n - len(encoded[i]):] = 1
+            with torch.no_grad():
+                gen = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                          do_sample=False, num_beams=1, stop_strings=list(stop) or None,
+                                          tokenizer=tok, pad_token_id=tok.pad_token_id)
+            for row, i in enumerate(idx):
+                new = gen[row, n:].tolist()
+                end = next((j for j, t in enumerate(new) if t in stops), len(new))
+                text = tok.decode(new[:end], skip_special_tokens=True)
+                if healed[i] and text.startswith(healed[i]):
+                    text = text[len(healed[i]):]
+                out[i] = _cut(text.lstrip() if healed[i] else text, stop)
+        log.info("teacher_forced: %d completions in %.1f s", len(out), time.time() - t0)
+        return out
+
+
+def teacher_forced(base: str | os.PathLike, adapter: str | os.PathLike | None, examples: Sequence, *,
+                   max_new_tokens: int = 64, batch_size: int = 8, stop: Sequence[str] = INTENT_STOP,
+                   max_len: int | None = None, dtype=None, token: str | None = None,
+                   threads: int | None = None) -> list[str]:
+    """Greedy completions of ``examples`` by ``base`` + ``adapter`` (see :meth:`TODModel.complete`).
+    For intent/slot prompts (ending ``## ``) pass the default ``stop``; for responses
+    :data:`RESPONSE_STOP`. Use :class:`TODModel` directly to reuse one loaded model."""
+    model = TODModel(base, adapter, dtype=dtype, token=token, threads=threads)
+    return model.complete(examples, max_new_tokens=max_new_tokens, batch_size=batch_size, stop=stop, max_len=max_len)
+
+
+def parse_prediction(text: str) -> tuple[str | None, dict, bool]:
+    """``(intent, slots, ok)`` from a completion: the first JSON object in ``text`` (text
+    around it is ignored, e.g. a leading ``## `` or trailing tokens); ``ok`` only when it is
+    an object whose ``intent`` is a string. Otherwise ``(None, {}, False)``."""
+    start = text.find("{") if isinstance(text, str) else -1
+    if start < 0:
+        return None, {}, False
+    try:
+        value, _ = json.JSONDecoder().raw_decode(text[start:])
+    except json.JSONDecodeError:
+        return None, {}, False
+    if not isinstance(value, dict) or not isinstance(value.get("intent"), str):
+        return None, {}, False
+    return value["intent"], {k: v for k, v in value.items() if k != "intent"}, True
