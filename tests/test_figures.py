@@ -81,7 +81,8 @@ def _ablation_rows(cells: bool = True) -> list[dict]:
         add("full", "full", "-", "-", 0.0)
         add("head_only", "head_only", "0,1", "-", -0.1)
         add("layer-0", "layer", "0", "-", round(-0.02 - 0.001 * ci, 6))
-        add("mha", "mha", "0,1", ",".join(p for p in PROJS[fam] if p in MHA), round(-0.03 - 0.001 * ci, 6))
+        add("bm25", "first_stage", "-", "-", -0.2)  # ablate-collect's BM25 row: never plotted
+        add("mha", "group", "0,1", ",".join(p for p in PROJS[fam] if p in MHA), round(-0.03 - 0.001 * ci, 6))
         if cells:
             for layer in range(2):
                 for j, proj in enumerate(PROJS[fam]):
@@ -431,3 +432,74 @@ def test_figure_cli_missing_input_fails_naming_it(kernel, tmp_path):
     assert "checkpoint_curves.ipynb: cell" in msg
     assert not (tmp_path / "nb").exists() or not list((tmp_path / "nb").iterdir())
     assert not (tmp_path / "figures").exists()
+
+
+# --------------------------------------------------------------------------- (f) SynTOD graph vs naive
+SYNTOD_SETS = ["published_gemini", "published_llama", "heldout"]
+
+
+def _syntod_rows():
+    """Distinct values per (domain, method, test set, metric); naive lacks ecommerce relevance on heldout."""
+    rows = []
+    for di, domain in enumerate(["cooking", "ecommerce"]):
+        for mi, method in enumerate(["graph", "naive"]):
+            for ti, ts in enumerate(SYNTOD_SETS):
+                for ki, metric in enumerate(["intent_acc", "slot_f1", "relevance_mean", "json_valid_rate"]):
+                    value = round(0.1 + 0.2 * ki + 0.05 * ti + 0.02 * mi + 0.01 * di, 4)
+                    if (domain, method, ts, metric) == ("ecommerce", "naive", "heldout", "relevance_mean"):
+                        value = ""
+                    rows.append(dict(domain=domain, method=method, test_set=ts, metric=metric, value=value,
+                                     n=10 + ti + 100 * mi))
+    return rows
+
+
+def test_syntod_comparison_bars_are_the_input_values(tmp_path):
+    rows = _syntod_rows()
+    df = figures.load_syntod(_write_tsv(tmp_path / "syntod.tsv", rows, figures.SYNTOD_COLUMNS))
+    assert int(df["value"].isna().sum()) == 1  # the empty value is NaN
+    fig = figures.syntod_comparison(df, figures.SYNTOD_METRICS, "mini")
+    _assert_labelled(fig)
+    axes = _visible_axes(fig)
+    assert len(axes) == 6  # 3 metrics x 2 domains
+    expect = {(r["domain"], r["method"], r["test_set"], r["metric"]): r["value"] for r in rows}
+    for i, metric in enumerate(figures.SYNTOD_METRICS):
+        for j, domain in enumerate(["cooking", "ecommerce"]):
+            ax = axes[i * 2 + j]
+            assert domain in ax.get_title() and ax.get_ylabel() == figures.SYNTOD_LABELS[metric]
+            assert [t.get_text() for t in ax.get_xticklabels()] == [s.replace("_", "\n") for s in SYNTOD_SETS]
+            graph, naive = ax.containers  # one bar container per method, in method order
+            for method, bars in (("graph", graph), ("naive", naive)):
+                want = [expect[(domain, method, ts, metric)] for ts in SYNTOD_SETS]
+                got = [b.get_height() for b in bars]
+                for g, w in zip(got, want):
+                    assert (np.isnan(g) if w == "" else g == pytest.approx(w)), (domain, method, metric, got, want)
+            assert all(b.get_x() < n.get_x() for b, n in zip(graph, naive))  # graph left of naive
+            gap = (domain, metric) == ("ecommerce", "relevance_mean")  # naive/heldout missing: no label
+            assert [t.get_text() for t in ax.texts] == ["n=10", "n=11", "n=12", "n=110", "n=111", "" if gap else "n=112"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [figures.SYNTOD_METHOD_LABELS[m] for m in ("graph", "naive")]
+    assert "offline template simulator" in _note_texts(fig) and "not an LLM" in _note_texts(fig)
+    assert "simulator" not in _note_texts(figures.syntod_comparison(df, ["slot_f1"], "paper"))
+    table = figures.syntod_data(df, figures.SYNTOD_METRICS)
+    assert table.loc[("cooking", "heldout"), ("slot_f1", "naive")] == pytest.approx(expect[("cooking", "naive", "heldout", "slot_f1")])
+    with pytest.raises(figures.FigureInputError, match=r"no rows for metric\(s\) \['bleu'\]"):
+        figures.syntod_comparison(df, ["intent_acc", "bleu"], "mini")
+
+
+def test_syntod_notebook_is_generated_and_runs_on_the_collect_tsv(tmp_path):
+    syntod = _write_tsv(tmp_path / "syntod.tsv", _syntod_rows(), figures.SYNTOD_COLUMNS)
+    P = load_params(ROOT / "params.yaml", "mini")
+    nb = nbformat.read(ROOT / "notebooks" / "syntod_comparison.ipynb", as_version=4)
+    nbformat.validate(nb)
+    first = nb.cells[0]
+    names = {line.split("=")[0].strip() for line in first.source.splitlines() if "=" in line}
+    assert first.metadata["tags"] == ["parameters"]
+    assert names == set(P["figures"]) | {"profile", "inputs", "out_dir", "name"}
+    ns = dict(P["figures"], profile="mini", inputs={"syntod": str(syntod)}, out_dir=str(tmp_path / "figs"),
+              name="syntod_comparison")
+    for cell in nb.cells[1:]:
+        if cell.cell_type == "code":
+            exec("\n".join(line for line in cell.source.splitlines() if not line.startswith("%")), ns)
+    assert ns["table"].shape == (6, 6)
+    assert (tmp_path / "figs" / "syntod_comparison.png").stat().st_size > 5000
+    with pytest.raises(FileNotFoundError, match="irrepro syntod-collect"):
+        figures.require(tmp_path / "missing" / "syntod.tsv")

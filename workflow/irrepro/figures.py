@@ -1,4 +1,4 @@
-"""Study 1 figures: input checks, tidy-table loaders, styling, plotting and saving.
+"""Study 1 and Study 2 (SynTOD) figures: input checks, tidy-table loaders, styling, plotting and saving.
 
 The figure notebooks in ``notebooks/`` (executed by papermill through ``irrepro figure``)
 are thin: they call :func:`require`, a loader, :func:`set_style`, one plotting function and
@@ -47,6 +47,9 @@ __all__ = [
     "module_comparison",
     "ablation_heatmap",
     "report_table",
+    "load_syntod",
+    "syntod_data",
+    "syntod_comparison",
     "run_notebook",
 ]
 
@@ -58,11 +61,13 @@ PRODUCERS = {
     "ablation.json": "irrepro ablate-collect",
     "bm25.json": "irrepro evaluate",
     "report.md": "irrepro report",
+    "syntod.tsv": "irrepro syntod-collect",
 }
 CHECKPOINT_COLUMNS = ("config", "step", "dataset", "metric", "value")
 ABLATION_COLUMNS = ("config", "family", "rank", "targets", "step", "dataset", "variant", "kind", "layers",
                     "projections", "metric", "value", "delta_full", "delta_head_only")
-ABLATION_KINDS = ("full", "head_only", "layer", "band", "projection", "mha", "mlp", "cell")
+# as irrepro.rerank.ablate writes them (mha/mlp are kind "group"; "first_stage" is the BM25 cut)
+ABLATION_KINDS = ("full", "head_only", "layer", "band", "proj", "group", "cell", "first_stage")
 FAMILIES = ("llama", "mistral", "pythia")
 TARGETS = ("mha", "mlp", "all")
 TARGET_LABELS = {"mha": "MHA only", "mlp": "MLP only", "all": "MHA + MLP"}
@@ -72,6 +77,14 @@ CONFIG_RE = re.compile(r"^(?P<family>llama|mistral|pythia)-r(?P<rank>[0-9]+)-(?P
 MINI_NOTE = ("mini profile: tiny models (a few layers, built and fine-tuned locally on CPU) reranking a "
              "9.7k-passage sub-collection. Real measurements of small models, not comparable with the "
              "paper's 7B-model numbers.")
+SYNTOD_COLUMNS = ("domain", "method", "test_set", "metric", "value", "n")
+SYNTOD_METRICS = ("intent_acc", "slot_f1", "relevance_mean")
+SYNTOD_METHODS = ("graph", "naive")
+SYNTOD_LABELS = {"intent_acc": "intent accuracy", "intent_macro_f1": "intent macro F1", "slot_f1": "slot F1",
+                 "relevance_mean": "relevance (0-2)"}
+SYNTOD_METHOD_LABELS = {"graph": "graph\n(state walks)", "naive": "naive\n(one prompt)"}
+SYNTOD_MINI_NOTE = ("mini profile: offline template simulator (no LLM) as generator, heuristic token-overlap judge "
+                    "(not an LLM), tiny TOD models trained a few steps on CPU; syntod.md names the backends used.")
 _METRIC_NAMES = {"ndcg": "nDCG", "mrr": "MRR", "map": "MAP", "recall": "Recall", "precision": "P"}
 _DATASET_NAMES = {"dl19": "DL19", "dl20": "DL20", "dev": "MS MARCO dev"}
 
@@ -224,14 +237,15 @@ def metric_label(metric: str, dataset: str | None = None) -> str:
     return f"{text} on {_DATASET_NAMES.get(dataset, dataset)}" if dataset else text
 
 
-def _new_figure(profile: str, nrows: int = 1, ncols: int = 1, height_scale: float = 1.0, **kw):
+def _new_figure(profile: str, nrows: int = 1, ncols: int = 1, height_scale: float = 1.0, note: str = MINI_NOTE,
+                **kw):
     """A constrained-layout Figure of the style's size (height scaled) with its axes grid; for the
-    mini profile, the caption saying what the mini numbers are, with room kept for it."""
+    mini profile, the caption ``note`` saying what the mini numbers are, with room kept for it."""
     width, height = matplotlib.rcParams["figure.figsize"]
     fig = Figure(figsize=(width, height * height_scale), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
     if profile == "mini":
-        fig.text(0.5, 0.0, "\n".join(textwrap.wrap(MINI_NOTE, 130)), ha="center", va="bottom",
+        fig.text(0.5, 0.0, "\n".join(textwrap.wrap(note, 130)), ha="center", va="bottom",
                  fontsize=matplotlib.rcParams["font.size"] - 2, style="italic", color="0.3")
         bottom = 0.33 / (height * height_scale)  # two caption lines, in figure fraction
         fig.get_layout_engine().set(rect=(0, bottom, 1, 1 - bottom))
@@ -380,7 +394,7 @@ def heatmap_data(df: pd.DataFrame, metric: str, dataset: str) -> dict[str, pd.Da
     sel = _select(df, metric, dataset)
     cells = sel[sel["kind"] == "cell"]
     if cells.empty:
-        rest = sel[sel["kind"] != "full"].assign(_k=lambda d: d["kind"].map(ABLATION_KINDS.index))
+        rest = sel[~sel["kind"].isin(["full", "first_stage"])].assign(_k=lambda d: d["kind"].map(ABLATION_KINDS.index))
         order = list(dict.fromkeys(rest.sort_values(["_k", "variant"], kind="stable")["variant"]))
         table = rest.pivot_table(index="config", columns="variant", values="delta_full", aggfunc="first")
         return {"variants": table.reindex(columns=order)}
@@ -497,6 +511,74 @@ def report_table(rows: pd.DataFrame, notes: Mapping[int, str], profile: str) -> 
     ax.set_title(f"{n_ok} OK, {n_fail} FAIL of {len(rows)} reference numbers "
                  "(OK: |measured - expected| <= tolerance)", fontsize="medium")
     fig.suptitle(f"Reproduction report (profile: {profile}): measured vs published numbers")
+    return fig
+
+
+# --------------------------------------------------------------------------- (f) SynTOD graph vs naive
+def load_syntod(path: str | os.PathLike) -> pd.DataFrame:
+    """Load syntod-collect's tidy TSV (domain method test_set metric value n); an empty value
+    (a metric undefined for that test set) becomes NaN."""
+    df = _read_tsv(path, SYNTOD_COLUMNS)
+    df["value"] = _numeric(df, "value", path, allow_empty=True)
+    df["n"] = _numeric(df, "n", path, integer=True)
+    log.info("loaded %d SynTOD rows (%d domains, %d methods) from %s", len(df), df["domain"].nunique(),
+             df["method"].nunique(), path)
+    return df
+
+
+def _syntod_metrics(df: pd.DataFrame, metric: str | Sequence[str]) -> list[str]:
+    metrics = [metric] if isinstance(metric, str) else list(metric)
+    missing = [m for m in metrics if m not in set(df["metric"])]
+    if missing or not metrics:
+        raise FigureInputError(f"{df.attrs.get('source', 'table')}: no rows for metric(s) {missing or metrics}; "
+                               f"metrics {sorted(df['metric'].unique())}")
+    return metrics
+
+
+def syntod_data(df: pd.DataFrame, metric: str | Sequence[str] = SYNTOD_METRICS) -> pd.DataFrame:
+    """The plotted numbers: one row per (domain, test set), one column per (metric, method)."""
+    metrics = _syntod_metrics(df, metric)
+    sel = df[df["metric"].isin(metrics)]
+    table = sel.pivot_table(index=["domain", "test_set"], columns=["metric", "method"], values="value",
+                            aggfunc="first", dropna=False, sort=False)
+    methods = [m for m in SYNTOD_METHODS if m in set(sel["method"])] + sorted(set(sel["method"]) - set(SYNTOD_METHODS))
+    return table.reindex(columns=pd.MultiIndex.from_product([metrics, methods], names=["metric", "method"]))
+
+
+def syntod_comparison(df: pd.DataFrame, metric: str | Sequence[str], profile: str) -> Figure:
+    """(f) graph vs naive SynTOD TOD models: grouped bars (one per method) per test set, one row
+    of panels per metric (e.g. :data:`SYNTOD_METRICS`), one column per domain; the bar labels
+    give the number of scored turns / judged responses. A missing value leaves a gap."""
+    metrics = _syntod_metrics(df, metric)
+    table = syntod_data(df, metrics)
+    counts = df[df["metric"].isin(metrics)].set_index(["domain", "test_set", "metric", "method"])["n"]
+    domains = list(dict.fromkeys(table.index.get_level_values("domain")))
+    methods = list(dict.fromkeys(table.columns.get_level_values("method")))
+    width = 0.8 / len(methods)
+    fig, axes = _new_figure(profile, len(metrics), len(domains), height_scale=0.3 + 0.55 * len(metrics),
+                            note=SYNTOD_MINI_NOTE)
+    cycle = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, m in enumerate(metrics):
+        for j, domain in enumerate(domains):
+            ax = axes[i][j]
+            part = table.loc[domain]
+            x = np.arange(len(part))
+            for k, method in enumerate(methods):
+                values = part[(m, method)].to_numpy(dtype=float)
+                bars = ax.bar(x + (k - (len(methods) - 1) / 2) * width, values, width * 0.95, color=cycle[k % len(cycle)],
+                              label=SYNTOD_METHOD_LABELS.get(method, method))
+                labels = [f"n={counts.get((domain, ts, m, method), 0)}" if np.isfinite(v) else ""
+                          for ts, v in zip(part.index, values)]
+                ax.bar_label(bars, labels, fontsize="xx-small", padding=1)
+            ax.set_xticks(x, [str(ts).replace("_", "\n") for ts in part.index])
+            ax.set_xlabel("test set")
+            ax.set_ylabel(SYNTOD_LABELS.get(m, m))
+            ax.set_title(f"{domain}: {SYNTOD_LABELS.get(m, m)}")
+            top = 2.0 if m == "relevance_mean" else 1.0
+            ax.set_ylim(0, top * 1.12)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", title="training data\ngenerator", fontsize="small")
+    fig.suptitle(f"SynTOD: TOD models trained on graph vs naive conversations ({profile})")
     return fig
 
 
