@@ -18,7 +18,7 @@ ifneq ($(wildcard ../shared/data),)
 export IRREPRO_DATA_MIRROR ?= $(abspath ../shared/data)
 endif
 
-.PHONY: setup run test paper-dry-run lint clean-venv lock
+.PHONY: setup run test pull paper-dry-run lint clean-venv lock
 
 setup: $(STAMP)
 
@@ -39,6 +39,11 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# Restore the published outputs instead of computing them: dvc pull from the default remote
+# (../irrepro-dvc-remote) or REMOTE=<name>, then date them so Snakemake sees them up to date.
+pull: setup
+	$(BIN)/irrepro dvc-pull $(if $(REMOTE),-r $(REMOTE))
 
 paper-dry-run: setup
 	$(BIN)/snakemake -n --config profile=paper

@@ -39,7 +39,7 @@ def dry_run_jobs(project) -> dict:
     out = run(["snakemake", "-n"], project)
     if "Nothing to be done" in out:
         return {}
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", out, re.M) if m.group(1) != "total"}
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", out, re.M) if m.group(1) not in ("total", "all")}
 
 
 def dvc_changed_stages(project) -> set:

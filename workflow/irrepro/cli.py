@@ -219,6 +219,31 @@ def cmd_syntod_walks(a, P) -> int:
     return 0
 
 
+def cmd_syntod_gen_walks(a, P) -> int:
+    from .syntod.graph import GraphError, SeedError
+    from .syntod.stages import walks_stage
+
+    try:
+        walks_stage(P, a.domain, a.seeds, a.out, a.stats, a.index_dir)
+    except (GraphError, SeedError, ValueError) as exc:
+        log.error("syntod-gen-walks: %s", exc)
+        return 2
+    return 0
+
+
+def cmd_syntod_generate(a, P) -> int:
+    from .syntod.graph import GraphError, SeedError
+    from .syntod.llm import LLMError
+    from .syntod.stages import generate_stage
+
+    try:
+        stats = generate_stage(P, a.domain, a.method, a.walks, a.seeds, a.out_dir)
+    except (GraphError, SeedError, LLMError, ValueError) as exc:
+        log.error("syntod-generate: %s", exc)
+        return 2
+    return 1 if stats["conversations"] == 0 else 0
+
+
 def _key_path(text: str) -> tuple[str, str]:
     key, sep, path = text.partition("=")
     if not sep or not key.isidentifier() or not path:
@@ -258,6 +283,20 @@ def cmd_syntod_llm_check(a, P) -> int:
         log.error("syntod-llm-check: %s", exc)
         return 1
     print(json.dumps({"backend": backend.describe(), "reply": reply}, indent=1, ensure_ascii=False))
+    return 0
+
+
+def cmd_syntod_evaluate(a, P) -> int:
+    from .syntod.evaluation import evaluate_stage
+
+    evaluate_stage(P, a.domain, a.method, a.base, a.adapter, a.raw, a.heldout, a.out, a.predictions)
+    return 0
+
+
+def cmd_syntod_collect(a, P) -> int:
+    from .syntod.evaluation import collect_stage
+
+    collect_stage(P, a.results, a.out_tsv, a.out_json, a.out_md)
     return 0
 
 
@@ -417,6 +456,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats", help="walk statistics JSON (DVC metrics)")
     p.set_defaults(func=cmd_syntod_walks)
 
+    p = sub.add_parser("syntod-gen-walks", help="SynTOD walks whose result pages are BM25 over the catalog (params syntod)")
+    _common(p)
+    p.add_argument("--domain", required=True, choices=["cooking", "ecommerce"])
+    p.add_argument("--seeds", required=True, help="recipe seeds or product catalog JSONL")
+    p.add_argument("--out", required=True, help="walks JSONL")
+    p.add_argument("--stats", required=True, help="walk statistics JSON (DVC metrics)")
+    p.add_argument("--index-dir", help="keep the catalog BM25 index here (default: a temporary directory)")
+    p.set_defaults(func=cmd_syntod_gen_walks)
+
+    p = sub.add_parser("syntod-generate", help="SynTOD conversations from walks (graph) or one prompt each (naive)")
+    _common(p)
+    p.add_argument("--domain", required=True, choices=["cooking", "ecommerce"])
+    p.add_argument("--method", required=True, choices=["graph", "naive"])
+    p.add_argument("--walks", help="walks JSONL (method graph)")
+    p.add_argument("--seeds", required=True, help="recipe seeds or product catalog JSONL")
+    p.add_argument("--out-dir", required=True, help="conversations(.txt).jsonl, train.jsonl, heldout.jsonl, stats.json")
+    p.set_defaults(func=cmd_syntod_generate)
+
     p = sub.add_parser("figure", help="execute one figure notebook with papermill (kernel irrepro)")
     _common(p)
     p.add_argument("--name", required=True, help="figure name: the output files are <out-dir>/<name>.<format>")
@@ -442,6 +499,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", default='Greet a cooking assistant user in one sentence, as JSON {"text": ...}.')
     p.add_argument("--json", action="store_true", help="ask in JSON mode and parse/repair the reply")
     p.set_defaults(func=cmd_syntod_llm_check)
+
+    p = sub.add_parser("syntod-evaluate", help="teacher-forced intent/slot and response evaluation of one SynTOD "
+                                               "TOD model on the published and held-out test conversations")
+    _common(p)
+    p.add_argument("--domain", required=True, choices=["cooking", "ecommerce"])
+    p.add_argument("--method", required=True, choices=["graph", "naive"], help="the generator the model was trained on")
+    p.add_argument("--base", required=True, help="base model directory")
+    p.add_argument("--adapter", required=True, help="LoRA adapter directory (or a finetune output with final/)")
+    p.add_argument("--raw", required=True, help="raw data directory (published test conversations)")
+    p.add_argument("--heldout", required=True, help="held-out conversations (structured JSONL of the generation stage)")
+    p.add_argument("--out", required=True, help="result JSON (tidy rows, judge and generator named)")
+    p.add_argument("--predictions", required=True, help="per-turn predictions JSONL")
+    p.set_defaults(func=cmd_syntod_evaluate)
+
+    p = sub.add_parser("syntod-collect", help="merge SynTOD evaluation results: tidy TSV, DVC metrics, graph vs naive table")
+    _common(p)
+    p.add_argument("--results", required=True, nargs="+", help="result JSON files of syntod-evaluate")
+    p.add_argument("--out-tsv", required=True)
+    p.add_argument("--out-json", required=True, help="DVC metrics JSON")
+    p.add_argument("--out-md", required=True, help="markdown comparison table")
+    p.set_defaults(func=cmd_syntod_collect)
 
     p = sub.add_parser("dvc-commit", help="record finished Snakemake outputs in dvc.lock")
     _common(p)

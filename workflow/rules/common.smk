@@ -49,6 +49,22 @@ METRICS_ABLATION = f"results/{PROFILE}/metrics/ablation.json"
 # What an ablation job's results depend on (not the lists: a new config must not rerun the rest).
 ABLATE_KNOBS = {k: v for k, v in P["ablate"].items() if k not in ("families", "ranks", "targets", "metric")}
 
+# Study 2: SynTOD, one walk set per domain, one generation / TOD model / evaluation per (domain, method).
+SYNTOD_SEEDS = {
+    "cooking": f"{RAW}/syntod/recipe_seed_test_set.jsonl",
+    "ecommerce": f"{RAW}/syntod/ecommerce_product_catalog_test.jsonl",
+}
+SYN_WALKS = f"data/{PROFILE}/syntod/{{domain}}/walks.jsonl"
+SYN_WALK_STATS = f"results/{PROFILE}/metrics/syntod_walks_{{domain}}.json"
+SYN_GEN = f"data/{PROFILE}/syntod/{{domain}}/{{method}}"
+SYN_BASE = f"models/{PROFILE}/base/{P['syntod']['finetune']['family']}"
+TOD = f"models/{PROFILE}/tod/{{domain}}-{{method}}"
+SYN_EVAL = f"results/{PROFILE}/syntod/{{domain}}-{{method}}.json"
+SYN_PRED = f"results/{PROFILE}/syntod/{{domain}}-{{method}}.predictions.jsonl"
+SYN_TSV = f"results/{PROFILE}/syntod_metrics.tsv"
+SYN_METRICS = f"results/{PROFILE}/metrics/syntod.json"
+SYN_MD = f"results/{PROFILE}/syntod_comparison.md"
+
 # Figures: one papermill notebook per figure, notebooks/<name>.ipynb, with its inputs.
 FIGURES_DIR = f"results/{PROFILE}/figures"
 NOTEBOOKS_OUT = f"results/{PROFILE}/notebooks"
@@ -70,6 +86,8 @@ wildcard_constraints:
     rank=r"\d+",
     targets="mha|mlp|all",
     config=r"(llama|mistral|pythia)-r\d+-(mha|mlp|all)",
+    domain="cooking|ecommerce",
+    method="graph|naive",
 LOGS = f"logs/{PROFILE}"
 
 PKG = "workflow/irrepro"

@@ -416,6 +416,9 @@ USER_TEMPLATES = {
     "select_i": ["Let's go with number {selection}.", "I'll take option {selection}.", "Number {selection}, please."],
     "begin_task": ["Let's start cooking.", "I'm ready, give me the first step."],
     "next_step": ["What's next?", "Next step, please.", "Done, what do I do now?"],
+    "done_step": ["I'm done with this step.", "Finished, that step is done."],
+    "acknowledge_step": ["Got it.", "Okay, that's clear."],
+    "acknowledge_task": ["Sounds good, let's make this one.", "Great, I'll go with that recipe."],
     "goto_step": ["Take me to step {step}.", "Go to step {step}, please."],
     "show_ingredients": ["What ingredients do I need?", "Show me the ingredients."],
     "in_task_qa": ["{question}", "Quick question about this step: {question}"],
@@ -497,6 +500,37 @@ def _sim_system_turn(meta: dict, rng: random.Random) -> dict:
     return out
 
 
+def _naive_slot(typ: str, value: Any, rng: random.Random) -> Any:
+    """A naive-mode slot value: the given one, else a guess by slot type (no walk state)."""
+    if value not in (None, "", [], {}):
+        return value
+    return {"selection": rng.randint(1, 3), "id_list": [1, 2, 3], "duration": "10 minutes",
+            "address": "United States", "attributes": []}.get(typ, "something")
+
+
+def _sim_naive_conversation(meta: dict, rng: random.Random) -> dict:
+    """A whole conversation in one reply, honestly naive: user intents drawn uniformly from the
+    intent list in random order (no graph, no constraints), slots from ``slot_values`` or a guess
+    by type, assistant turns without retrieval or grounding blocks."""
+    intents = meta.get("intents")
+    if not isinstance(intents, list) or not intents:
+        raise ValueError(f"OfflineSimulator naive_conversation: meta['intents'] must be a non-empty list, got {intents!r:.200}")
+    types = meta.get("slots") or {}
+    values = meta.get("slot_values") or {}
+    item = meta.get("item")
+    n_turns = meta.get("n_turns") or rng.randint(4, 12)
+    parts = [f"### ASSISTANT: Hello! I'm a taskbot that can help you with {meta.get('domain', 'your task')}. "
+             "What would you like to do?"]
+    for _ in range(int(n_turns)):
+        intent = rng.choice(intents)
+        slots = {k: _naive_slot(t, values.get(k), rng) for k, t in (types.get(intent) or {}).items()}
+        user = _sim_user_turn({"intent": intent, "slots": slots}, rng)
+        parts.append(f"### HUMAN: {user['text']} ## {json.dumps({'intent': intent, **slots})}")
+        reply = _sim_system_turn({"state": intent, "item": item if rng.random() < 0.5 else None}, rng)
+        parts.append(f"### ASSISTANT: {reply['text']}")
+    return {"text": " ".join(parts)}
+
+
 class OfflineSimulator(Backend):
     """A deterministic template simulator, NOT a language model (the mini default).
 
@@ -507,13 +541,18 @@ class OfflineSimulator(Backend):
       "step"?: {"number", "text"} | int, "ingredients"?, "cart"?, "compare"?, "answer"?}`` -> a reply
       that mentions the results' titles, the step text, the item; JSON: ``{"text", "selected_ids"?,
       "product_ids"?}``.
+    - ``{"task": "naive_conversation", "domain", "intents": [...], "slots"?: {intent: {slot: type}},
+      "slot_values"?: {slot: value}, "item"?, "n_turns"?}`` -> a whole annotated conversation
+      (``### ASSISTANT: ... ### HUMAN: ... ## {...}``) with intents in random order and no
+      graph constraints (the naive baseline); JSON: ``{"text"}``.
     The same (simulator seed, call seed, meta) always gives the same reply, whatever the call
     order; temperature and max_tokens are ignored.
     """
 
     name = "offline"
     uses_meta = True
-    TASKS = {"user_turn": _sim_user_turn, "system_turn": _sim_system_turn}
+    TASKS = {"user_turn": _sim_user_turn, "system_turn": _sim_system_turn,
+             "naive_conversation": _sim_naive_conversation}
 
     def __init__(self, seed: int = 0, defaults: dict | None = None):
         super().__init__("template-simulator-v1", defaults)

@@ -1,0 +1,129 @@
+# Study 2: SynTOD. Walks on the state graph (BM25 result pages over the catalog) -> generated
+# conversations (graph-guided | naive) -> LoRA TOD model per (domain, method) -> teacher-forced
+# evaluation on the published test conversations and on held-out generated ones -> one table.
+
+
+rule syntod_walks:
+    input:
+        code("syntod/stages.py", "syntod/graph.py", "syntod/generate.py", "resources/syntod/{domain}.yaml", "bm25.py"),
+        raw=RAW,
+    output:
+        walks=SYN_WALKS,
+        stats=SYN_WALK_STATS,
+    params:
+        profile=PROFILE,
+        seeds=lambda w: SYNTOD_SEEDS[w.domain],
+        n=P["syntod"]["n_conversations"],
+        seed=P["syntod"]["seed"],
+    log:
+        f"{LOGS}/syntod_walks/{{domain}}.log",
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        ENV
+    shell:
+        "irrepro syntod-gen-walks --profile {params.profile} --domain {wildcards.domain} --seeds {params.seeds}"
+        " --out {output.walks} --stats {output.stats} --log {log}"
+
+
+rule syntod_generate:
+    input:
+        code("syntod/stages.py", "syntod/generate.py", "syntod/llm.py", "syntod/cache.py", "syntod/format.py",
+             "resources/syntod/prompts.yaml"),
+        raw=RAW,
+        walks=SYN_WALKS,
+    output:
+        directory(SYN_GEN),
+    params:
+        profile=PROFILE,
+        seeds=lambda w: SYNTOD_SEEDS[w.domain],
+        syntod={k: P["syntod"][k] for k in ("n_conversations", "heldout_fraction", "seed", "llm")},
+    log:
+        f"{LOGS}/syntod_generate/{{domain}}-{{method}}.log",
+    resources:
+        mem_mb=4000,
+        runtime=1440 if PROFILE == "paper" else 15,
+    conda:
+        ENV
+    shell:
+        "irrepro syntod-generate --profile {params.profile} --domain {wildcards.domain} --method {wildcards.method}"
+        " --walks {input.walks} --seeds {params.seeds} --out-dir {output} --log {log}"
+
+
+rule finetune_tod:
+    input:
+        code("syntod/stages.py", "syntod/tod.py", "rerank/train.py", "rerank/model.py", "rerank/targets.py"),
+        base=SYN_BASE,
+        train=SYN_GEN,
+    output:
+        directory(TOD),
+    params:
+        profile=PROFILE,
+        finetune=P["syntod"]["finetune"],
+        train=lambda w, input: f"{input.train}/train.jsonl",
+    threads: 1 if PROFILE == "mini" else 8
+    log:
+        f"{LOGS}/finetune_tod/{{domain}}-{{method}}.log",
+    resources:
+        mem_mb=80000 if PROFILE == "paper" else 3000,
+        runtime=720 if PROFILE == "paper" else 15,
+        gpu=GPU,
+    conda:
+        ENV
+    shell:
+        "irrepro finetune --task tod --profile {params.profile} --base {input.base} --train {params.train}"
+        " --out {output} --log {log}"
+
+
+rule evaluate_tod:
+    input:
+        code("syntod/evaluation.py", "syntod/tod.py", "syntod/metrics.py", "syntod/format.py", "syntod/judge.py"),
+        base=SYN_BASE,
+        adapter=TOD,
+        raw=RAW,
+        generated=SYN_GEN,
+    output:
+        json=SYN_EVAL,
+        predictions=SYN_PRED,
+    params:
+        profile=PROFILE,
+        eval=P["syntod"]["eval"],
+        judge=P["syntod"]["judge"],
+        human_labels=P["syntod"]["human_labels"],
+        heldout=lambda w, input: f"{input.generated}/heldout.jsonl",
+    threads: 1 if PROFILE == "mini" else 8
+    log:
+        f"{LOGS}/evaluate_tod/{{domain}}-{{method}}.log",
+    resources:
+        mem_mb=40000 if PROFILE == "paper" else 3000,
+        runtime=240 if PROFILE == "paper" else 15,
+        gpu=GPU,
+    conda:
+        ENV
+    shell:
+        "irrepro syntod-evaluate --profile {params.profile} --domain {wildcards.domain} --method {wildcards.method}"
+        " --base {input.base} --adapter {input.adapter} --raw {input.raw} --heldout {params.heldout}"
+        " --out {output.json} --predictions {output.predictions} --log {log}"
+
+
+rule syntod_collect:
+    input:
+        code("syntod/evaluation.py"),
+        results=expand(SYN_EVAL, domain=P["syntod"]["domains"], method=P["syntod"]["methods"]),
+    output:
+        tsv=SYN_TSV,
+        json=SYN_METRICS,
+        md=SYN_MD,
+    params:
+        profile=PROFILE,
+    log:
+        f"{LOGS}/syntod_collect.log",
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        ENV
+    shell:
+        "irrepro syntod-collect --profile {params.profile} --results {input.results} --out-tsv {output.tsv}"
+        " --out-json {output.json} --out-md {output.md} --log {log}"
