@@ -20,6 +20,7 @@ include: "workflow/rules/bm25.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/rerank.smk"
 include: "workflow/rules/ablate.smk"
+include: "workflow/rules/syntod.smk"
 include: "workflow/rules/figures.smk"
 
 
@@ -27,6 +28,8 @@ rule all:
     input:
         REPORT,
         METRICS_ABLATION,
+        SYN_METRICS,
+        expand(SYN_WALK_STATS, domain=P["syntod"]["domains"]),
         FIGURES,
     default_target: True
 

@@ -78,6 +78,17 @@ NOTEBOOKS = {
         "table, notes = figures.load_report(metrics, profile)\n"
         "fig = figures.report_table(table, notes, profile)",
     ),
+    "syntod_comparison": (
+        "SynTOD: graph vs naive training conversations",
+        "TOD models fine-tuned on conversations from the state-transition-graph generator vs the naive "
+        "one-prompt baseline, per domain and test set (published Gemini / Llama test conversations and the "
+        "method's own held-out split): intent accuracy, slot F1 and mean response relevance (0-2, by the "
+        "judge named in syntod_comparison.md). Study 1's `metric`/`dataset` parameters do not apply here.",
+        {"syntod": "results/mini/syntod_metrics.tsv"},
+        'df = figures.load_syntod(inputs["syntod"])\n'
+        "fig = figures.syntod_comparison(df, figures.SYNTOD_METRICS, profile)\n"
+        "table = figures.syntod_data(df, figures.SYNTOD_METRICS)",
+    ),
 }
 
 

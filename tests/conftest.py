@@ -94,5 +94,12 @@ def make_scratch_project(root: Path, dest: Path) -> Path:
     if "ablate" in params:
         params["ablate"].update(families=["llama"], ranks=[2], targets=["mha"])
     params["tiny"]["warmup_steps"] = 40
+    if "syntod" in params:  # one domain, both methods, a few conversations
+        S = params["syntod"]
+        S.update(domains=["cooking"], n_conversations={"mini": 16, "paper": 5000})
+        S["base"]["warmup_steps"] = {"mini": 20, "paper": 0}
+        S["finetune"]["max_steps"] = {"mini": 4, "paper": -1}
+        S["finetune"]["save_steps"] = {"mini": 2, "paper": 200}
+        S["eval"]["max_conversations"] = {"mini": 2, "paper": None}
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return dest

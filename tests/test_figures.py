@@ -502,4 +502,4 @@ def test_syntod_notebook_is_generated_and_runs_on_the_collect_tsv(tmp_path):
     assert ns["table"].shape == (6, 6)
     assert (tmp_path / "figs" / "syntod_comparison.png").stat().st_size > 5000
     with pytest.raises(FileNotFoundError, match="irrepro syntod-collect"):
-        figures.require(tmp_path / "missing" / "syntod.tsv")
+        figures.require(tmp_path / "missing" / "syntod_metrics.tsv")

@@ -17,7 +17,9 @@ pytestmark = pytest.mark.slow
 
 from conftest import make_scratch_project, run
 
-FIGURES = ("checkpoint_curves", "rank_comparison", "module_comparison", "ablation_heatmap", "reproduction_report")
+FIGURES = ("checkpoint_curves", "rank_comparison", "module_comparison", "ablation_heatmap", "reproduction_report",
+           "syntod_comparison")
+STUDY1_FIGURES = FIGURES[:5]
 
 
 @pytest.fixture
@@ -56,12 +58,27 @@ def edit_params(project, change):
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+CANARY = "sk-canary-8d1f0c2e-never-write-me"
+
+
+def assert_no_canary(project):
+    """No file of the run (outputs, logs, dvc.lock, executed notebooks, caches) holds the key."""
+    needle = CANARY.encode()
+    for path in project.rglob("*"):
+        if path.is_file() and ".git" not in path.parts:
+            assert needle not in path.read_bytes(), f"the API key leaked into {path}"
+
+
 def test_snakemake_run_then_partial_reruns_in_both_runners(project):
-    run(["snakemake", "--cores", "2"], project)
+    # a key in the environment (the paper backends read it from there) must never be written anywhere
+    run(["snakemake", "--cores", "2"], project, env={"OPENAI_API_KEY": CANARY, "HF_TOKEN": CANARY})
+    assert_no_canary(project)
     assert_reference_rows_ok(project)
     for log in ("download", "corpus", "index", "bm25", "evaluate", "train_groups", "base/llama",
                 "finetune/llama-r2-mha", "rerank_eval/llama-r2-mha", "collect", "report", "ablate/llama-r2-mha",
-                "ablate_collect", *(f"figures/{n}" for n in FIGURES)):
+                "ablate_collect", *(f"figures/{n}" for n in FIGURES), "syntod_base", "syntod_walks/cooking",
+                "syntod_generate/cooking-graph", "syntod_generate/cooking-naive", "finetune_tod/cooking-graph",
+                "evaluate_tod/cooking-naive", "syntod_collect"):
         assert (project / "logs" / "mini" / f"{log}.log").stat().st_size > 0, f"{log} wrote no log"
     for name in FIGURES:
         assert (project / "results" / "mini" / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
@@ -87,14 +104,15 @@ def test_snakemake_run_then_partial_reruns_in_both_runners(project):
     edit_params(project, lambda p: p["finetune"].update(ranks=[2, 1]))
     jobs = dry_run_jobs(project)
     assert jobs == {"finetune": 1, "rerank_eval": 1, "collect": 1, "report": 1,
-                    **{f"figure_{n}": 1 for n in FIGURES if n != "ablation_heatmap"}}, jobs
+                    **{f"figure_{n}": 1 for n in STUDY1_FIGURES if n != "ablation_heatmap"}}, jobs
     dry = run(["snakemake", "-n"], project)
     assert "models/mini/lora/llama-r1-mha" in dry and "models/mini/lora/llama-r2-mha\n" not in dry
-    assert "ablation_heatmap" not in dry
+    assert "rule figure_ablation_heatmap" not in dry
     changed = dvc_changed_stages(project)
-    assert {"finetune", "rerank_eval", "collect", "report"} <= changed, changed
+    # DVC lists the two new stages; collect, report and the figures follow once their runs exist
+    assert changed == {"finetune", "rerank_eval"}, changed
     assert not changed & {"download", "bm25", "base", "train_groups", "ablate", "ablate_collect",
-                          "figure_ablation_heatmap"}, changed
+                          "figure_ablation_heatmap", "syntod_generate", "finetune_tod", "figure_syntod_comparison"}, changed
     edit_params(project, lambda p: p["finetune"].update(ranks=[2]))
     assert "Nothing to be done" in run(["snakemake", "-n"], project)
 
@@ -102,8 +120,10 @@ def test_snakemake_run_then_partial_reruns_in_both_runners(project):
     edit_params(project, lambda p: p["bm25"].update(k1=1.2))
     jobs = dry_run_jobs(project)
     assert {"bm25", "evaluate", "train_groups", "finetune", "rerank_eval", "collect", "ablate", "ablate_collect",
-            "report", *(f"figure_{n}" for n in FIGURES)} <= set(jobs), jobs
-    assert not set(jobs) & {"download", "corpus", "index", "base"}, jobs
+            "report", *(f"figure_{n}" for n in STUDY1_FIGURES)} <= set(jobs), jobs
+    # SynTOD's catalog BM25 does not read bm25.k1 (its own syntod.bm25 defaults)
+    assert not set(jobs) & {"download", "corpus", "index", "base", "syntod_walks", "syntod_generate", "finetune_tod",
+                            "figure_syntod_comparison"}, jobs
     assert "up to date" not in run(["dvc", "status"], project)
     out = run(["dvc", "repro", "evaluate"], project)
     assert "Running stage 'bm25'" in out and "Running stage 'evaluate'" in out
@@ -123,11 +143,18 @@ def test_paper_dry_run_lists_paper_jobs_offline(project, root):
     shutil.copy(root / "params.yaml", project / "params.yaml")  # the full grid
     out = run(["snakemake", "-n", "--config", "profile=paper"], project)
     for rule in ("download", "corpus", "index", "bm25", "evaluate", "report", "base", "train_groups",
-                 "finetune", "rerank_eval", "collect", "ablate", "ablate_collect", "figure_checkpoint_curves"):
+                 "finetune", "rerank_eval", "collect", "ablate", "ablate_collect", "figure_checkpoint_curves",
+                 "syntod_base", "syntod_walks", "syntod_generate", "finetune_tod", "evaluate_tod", "syntod_collect"):
         assert f"rule {rule}:" in out
     stats = {line.split()[0]: int(line.split()[1]) for line in out.splitlines() if re.match(r"^\w+\s+\d+$", line)}
     assert stats["finetune"] == 36 and stats["rerank_eval"] == 36 and stats["base"] == 3
     assert stats["ablate"] == 9 and all(stats[f"figure_{n}"] == 1 for n in FIGURES)
+    assert stats["syntod_generate"] == 4 and stats["finetune_tod"] == 4 and stats["evaluate_tod"] == 4
+    from irrepro.params import load_params
+
+    S = load_params(project / "params.yaml", "paper")["syntod"]
+    assert S["llm"]["kind"] == "openai" and S["llm"]["api_key_env"] == "OPENAI_API_KEY" and "api_key" not in S["llm"]
+    assert "irrepro syntod-generate --profile paper" in run(["snakemake", "-n", "-p", "--config", "profile=paper"], project)
     assert "data/paper/raw" in out and "results/paper/report.md" in out
     finetune_block = out[out.index("rule finetune:"):][:1500]
     assert re.search(r"resources: .*mem_mb=80000.*gpu=1", finetune_block) or (

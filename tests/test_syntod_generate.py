@@ -320,10 +320,27 @@ def test_heuristic_judge_on_hand_cases(tmp_path):
     assert judge(ctx, ref, "") == 0
     items = [(ctx, ref, ref), (ctx, ref, "Quantum chromodynamics explains quarks."), (ctx, ref, "Bake it for a while.")]
     assert judge_relevance(judge, items) == [judge(*x) for x in items] == [2, 0, 1]
+    # junk earns nothing although its characters occur in the context / reference
+    listing = "RESULTS: id: 1, Baked Pear Crumble\nid: 2, Pear Tart\nUSER: I'll take 1."
+    assert judge(listing, ref, "1.") == 0  # a number (the old rule gave 1: "1" is in the context)
+    assert judge(listing, ref, "1. 2. 3.") == 0
+    assert judge(ctx, ref, "?!") == 0 and judge(ctx, ref, "the a of") == 0  # punctuation, stop words
+    assert judge(ctx, ref, "pear") == 0 and judge(ctx, ref, "pear pear pear pear") == 0  # < 2 distinct words
+    # context credit needs >= 2 distinct content words of the candidate in the context
+    assert judge(ctx, ref, "Not long, how nice.") == 1  # "how", "long" from the question; nothing of ref
+    assert judge(ctx, ref, "Long story, friend.") == 0  # only "long" is in the context
+    # short references: the bar is the reference's own size; an exact copy (case, spaces) scores 2
+    assert judge("USER: thanks", "Okay.", "  okay. ") == 2
+    assert judge("USER: thanks", "Okay.", "Sure.") == 0
+    assert judge.describe()["min_tokens"] == 2 and judge.model == "token-overlap-judge-v2"
+    assert HeuristicJudge(min_tokens=1)(ctx, ref, "pear") == 1  # the threshold is a parameter
+    with pytest.raises(ValueError, match="min_tokens"):
+        HeuristicJudge(min_tokens=0)
     assert judge.describe()["note"].startswith("transparent") and "not an LLM" in judge.describe()["note"]
     # one params spec for both profiles: the LLM keys are ignored by the heuristic kind
     made = make_judge({"kind": "heuristic", "good": 0.6, "model": "gpt-x", "api_key_env": "OPENAI_API_KEY"})
     assert isinstance(made, HeuristicJudge) and made.good == 0.6
+    assert make_judge({"kind": "heuristic", "min_tokens": 3}).min_tokens == 3
     with pytest.raises(ValueError, match="related <= good"):
         HeuristicJudge(good=0.1, related=0.5)
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['gud'\]"):

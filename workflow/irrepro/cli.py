@@ -219,12 +219,24 @@ def cmd_syntod_walks(a, P) -> int:
     return 0
 
 
+def _seeds(a) -> str:
+    """The domain's seed file: --seeds, or where the download stage put it under --raw."""
+    if a.seeds:
+        return a.seeds
+    if not a.raw:
+        raise SystemExit(f"irrepro {a.command}: give --raw (the download stage's directory) or --seeds")
+    from .datasets import source_path
+    from .syntod.stages import SEED_SOURCES
+
+    return str(source_path(a.raw, SEED_SOURCES[a.domain]))
+
+
 def cmd_syntod_gen_walks(a, P) -> int:
     from .syntod.graph import GraphError, SeedError
     from .syntod.stages import walks_stage
 
     try:
-        walks_stage(P, a.domain, a.seeds, a.out, a.stats, a.index_dir)
+        walks_stage(P, a.domain, _seeds(a), a.out, a.stats, a.index_dir)
     except (GraphError, SeedError, ValueError) as exc:
         log.error("syntod-gen-walks: %s", exc)
         return 2
@@ -237,7 +249,7 @@ def cmd_syntod_generate(a, P) -> int:
     from .syntod.stages import generate_stage
 
     try:
-        stats = generate_stage(P, a.domain, a.method, a.walks, a.seeds, a.out_dir)
+        stats = generate_stage(P, a.domain, a.method, a.walks, _seeds(a), a.out_dir)
     except (GraphError, SeedError, LLMError, ValueError) as exc:
         log.error("syntod-generate: %s", exc)
         return 2
@@ -286,6 +298,18 @@ def cmd_syntod_llm_check(a, P) -> int:
     return 0
 
 
+def cmd_syntod_base(a, P) -> int:
+    from .syntod.graph import GraphError, SeedError
+    from .syntod.stages import base_stage
+
+    try:
+        base_stage(P, a.raw, a.out)
+    except (GraphError, SeedError, ValueError, FileNotFoundError) as exc:
+        log.error("syntod-base: %s", exc)
+        return 2
+    return 0
+
+
 def cmd_syntod_evaluate(a, P) -> int:
     from .syntod.evaluation import evaluate_stage
 
@@ -296,7 +320,15 @@ def cmd_syntod_evaluate(a, P) -> int:
 def cmd_syntod_collect(a, P) -> int:
     from .syntod.evaluation import collect_stage
 
-    collect_stage(P, a.results, a.out_tsv, a.out_json, a.out_md)
+    results = a.results
+    if a.results_dir:  # the (domain, method) results the params ask for, each must exist
+        S = P["syntod"]
+        results = [str(Path(a.results_dir) / f"{d}-{m}.json") for d in S["domains"] for m in S["methods"]]
+        missing = [r for r in results if not Path(r).is_file()]
+        if missing:
+            log.error("syntod-collect: missing results %s (run syntod-evaluate first)", missing)
+            return 2
+    collect_stage(P, results, a.out_tsv, a.out_json, a.out_md)
     return 0
 
 
@@ -459,7 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("syntod-gen-walks", help="SynTOD walks whose result pages are BM25 over the catalog (params syntod)")
     _common(p)
     p.add_argument("--domain", required=True, choices=["cooking", "ecommerce"])
-    p.add_argument("--seeds", required=True, help="recipe seeds or product catalog JSONL")
+    p.add_argument("--seeds", help="recipe seeds or product catalog JSONL (default: the file under --raw)")
+    p.add_argument("--raw", help="the download stage's directory (holds the seed files)")
     p.add_argument("--out", required=True, help="walks JSONL")
     p.add_argument("--stats", required=True, help="walk statistics JSON (DVC metrics)")
     p.add_argument("--index-dir", help="keep the catalog BM25 index here (default: a temporary directory)")
@@ -470,7 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--domain", required=True, choices=["cooking", "ecommerce"])
     p.add_argument("--method", required=True, choices=["graph", "naive"])
     p.add_argument("--walks", help="walks JSONL (method graph)")
-    p.add_argument("--seeds", required=True, help="recipe seeds or product catalog JSONL")
+    p.add_argument("--seeds", help="recipe seeds or product catalog JSONL (default: the file under --raw)")
+    p.add_argument("--raw", help="the download stage's directory (holds the seed files)")
     p.add_argument("--out-dir", required=True, help="conversations(.txt).jsonl, train.jsonl, heldout.jsonl, stats.json")
     p.set_defaults(func=cmd_syntod_generate)
 
@@ -500,6 +534,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="ask in JSON mode and parse/repair the reply")
     p.set_defaults(func=cmd_syntod_llm_check)
 
+    p = sub.add_parser("syntod-base", help="the SynTOD TOD base model: tiny model + tokenizer trained on the seed "
+                                           "catalogs and the graphs' vocabulary (mini), or the pinned hub model (paper)")
+    _common(p)
+    p.add_argument("--raw", required=True, help="raw data directory (the download stage's; SynTOD seed catalogs)")
+    p.add_argument("--out", required=True, help="base model directory, e.g. models/<profile>/syntod_base")
+    p.set_defaults(func=cmd_syntod_base)
+
     p = sub.add_parser("syntod-evaluate", help="teacher-forced intent/slot and response evaluation of one SynTOD "
                                                "TOD model on the published and held-out test conversations")
     _common(p)
@@ -513,9 +554,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", required=True, help="per-turn predictions JSONL")
     p.set_defaults(func=cmd_syntod_evaluate)
 
-    p = sub.add_parser("syntod-collect", help="merge SynTOD evaluation results: tidy TSV, DVC metrics, graph vs naive table")
+    p = sub.add_parser("syntod-collect",
+                       help="merge SynTOD evaluation results: tidy TSV, DVC metrics, graph vs naive table")
     _common(p)
-    p.add_argument("--results", required=True, nargs="+", help="result JSON files of syntod-evaluate")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--results", nargs="+", help="result JSON files of syntod-evaluate")
+    g.add_argument("--results-dir", help="directory of <domain>-<method>.json results (params syntod: domains x methods)")
     p.add_argument("--out-tsv", required=True)
     p.add_argument("--out-json", required=True, help="DVC metrics JSON")
     p.add_argument("--out-md", required=True, help="markdown comparison table")

@@ -61,7 +61,7 @@ PRODUCERS = {
     "ablation.json": "irrepro ablate-collect",
     "bm25.json": "irrepro evaluate",
     "report.md": "irrepro report",
-    "syntod.tsv": "irrepro syntod-collect",
+    "syntod_metrics.tsv": "irrepro syntod-collect",
 }
 CHECKPOINT_COLUMNS = ("config", "step", "dataset", "metric", "value")
 ABLATION_COLUMNS = ("config", "family", "rank", "targets", "step", "dataset", "variant", "kind", "layers",
@@ -84,7 +84,8 @@ SYNTOD_LABELS = {"intent_acc": "intent accuracy", "intent_macro_f1": "intent mac
                  "relevance_mean": "relevance (0-2)"}
 SYNTOD_METHOD_LABELS = {"graph": "graph\n(state walks)", "naive": "naive\n(one prompt)"}
 SYNTOD_MINI_NOTE = ("mini profile: offline template simulator (no LLM) as generator, heuristic token-overlap judge "
-                    "(not an LLM), tiny TOD models trained a few steps on CPU; syntod.md names the backends used.")
+                    "(not an LLM), tiny TOD models trained a few steps on CPU; syntod_comparison.md names the "
+                    "backends used.")
 _METRIC_NAMES = {"ndcg": "nDCG", "mrr": "MRR", "map": "MAP", "recall": "Recall", "precision": "P"}
 _DATASET_NAMES = {"dl19": "DL19", "dl20": "DL20", "dev": "MS MARCO dev"}
 
@@ -565,8 +566,8 @@ def syntod_comparison(df: pd.DataFrame, metric: str | Sequence[str], profile: st
             x = np.arange(len(part))
             for k, method in enumerate(methods):
                 values = part[(m, method)].to_numpy(dtype=float)
-                bars = ax.bar(x + (k - (len(methods) - 1) / 2) * width, values, width * 0.95, color=cycle[k % len(cycle)],
-                              label=SYNTOD_METHOD_LABELS.get(method, method))
+                bars = ax.bar(x + (k - (len(methods) - 1) / 2) * width, values, width * 0.95,
+                              color=cycle[k % len(cycle)], label=SYNTOD_METHOD_LABELS.get(method, method))
                 labels = [f"n={counts.get((domain, ts, m, method), 0)}" if np.isfinite(v) else ""
                           for ts, v in zip(part.index, values)]
                 ax.bar_label(bars, labels, fontsize="xx-small", padding=1)

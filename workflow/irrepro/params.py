@@ -116,10 +116,6 @@ def check_consistency(view: dict, profile: str, source: str = DEFAULT_PARAMS) ->
             problems.append(f"figures.metric: {G['metric']!r} is not computed (evaluate.metrics: {view['evaluate']['metrics']})")
         if G["dataset"] not in view["rerank"]["datasets"]:
             problems.append(f"figures.dataset: {G['dataset']!r} is not reranked (rerank.datasets: {view['rerank']['datasets']})")
-    if "syntod" in view:
-        fam = view["syntod"]["finetune"]["family"]
-        if fam not in view["finetune"]["families"]:
-            problems.append(f"syntod.finetune.family: {fam!r} has no base stage (finetune.families: {view['finetune']['families']})")
     if problems:
         raise ParamsError("invalid parameters:\n  " + "\n  ".join(f"{source}: {m} (profile {profile})" for m in problems))
 

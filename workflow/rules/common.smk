@@ -50,14 +50,10 @@ METRICS_ABLATION = f"results/{PROFILE}/metrics/ablation.json"
 ABLATE_KNOBS = {k: v for k, v in P["ablate"].items() if k not in ("families", "ranks", "targets", "metric")}
 
 # Study 2: SynTOD, one walk set per domain, one generation / TOD model / evaluation per (domain, method).
-SYNTOD_SEEDS = {
-    "cooking": f"{RAW}/syntod/recipe_seed_test_set.jsonl",
-    "ecommerce": f"{RAW}/syntod/ecommerce_product_catalog_test.jsonl",
-}
 SYN_WALKS = f"data/{PROFILE}/syntod/{{domain}}/walks.jsonl"
 SYN_WALK_STATS = f"results/{PROFILE}/metrics/syntod_walks_{{domain}}.json"
 SYN_GEN = f"data/{PROFILE}/syntod/{{domain}}/{{method}}"
-SYN_BASE = f"models/{PROFILE}/base/{P['syntod']['finetune']['family']}"
+SYN_BASE = f"models/{PROFILE}/syntod_base"
 TOD = f"models/{PROFILE}/tod/{{domain}}-{{method}}"
 SYN_EVAL = f"results/{PROFILE}/syntod/{{domain}}-{{method}}.json"
 SYN_PRED = f"results/{PROFILE}/syntod/{{domain}}-{{method}}.predictions.jsonl"
@@ -74,6 +70,7 @@ FIGURE_INPUTS = {
     "module_comparison": {"checkpoints": CHECKPOINTS_TSV},
     "ablation_heatmap": {"ablation": ABLATION_TSV},
     "reproduction_report": {"bm25": METRICS_BM25, "rerank": METRICS_RERANK},
+    "syntod_comparison": {"syntod": SYN_TSV},
 }
 # Package modules each figure's notebook uses (besides irrepro.figures).
 FIGURE_CODE = {name: ["figures.py"] for name in FIGURE_INPUTS}

@@ -3,6 +3,29 @@
 # evaluation on the published test conversations and on held-out generated ones -> one table.
 
 
+rule syntod_base:
+    input:
+        code("syntod/stages.py", "study1/bases.py", "tiny.py", "syntod/format.py", "syntod/graph.py",
+             "resources/syntod/cooking.yaml", "resources/syntod/ecommerce.yaml"),
+        raw=RAW,
+    output:
+        directory(SYN_BASE),
+    params:
+        profile=PROFILE,
+        base=P["syntod"]["base"],
+        tiny=P["tiny"],
+    threads: 1
+    log:
+        f"{LOGS}/syntod_base.log",
+    resources:
+        mem_mb=40000 if PROFILE == "paper" else 2000,
+        runtime=60 if PROFILE == "paper" else 10,
+    conda:
+        ENV
+    shell:
+        "irrepro syntod-base --profile {params.profile} --raw {input.raw} --out {output} --log {log}"
+
+
 rule syntod_walks:
     input:
         code("syntod/stages.py", "syntod/graph.py", "syntod/generate.py", "resources/syntod/{domain}.yaml", "bm25.py"),
@@ -12,7 +35,6 @@ rule syntod_walks:
         stats=SYN_WALK_STATS,
     params:
         profile=PROFILE,
-        seeds=lambda w: SYNTOD_SEEDS[w.domain],
         n=P["syntod"]["n_conversations"],
         seed=P["syntod"]["seed"],
     log:
@@ -23,7 +45,7 @@ rule syntod_walks:
     conda:
         ENV
     shell:
-        "irrepro syntod-gen-walks --profile {params.profile} --domain {wildcards.domain} --seeds {params.seeds}"
+        "irrepro syntod-gen-walks --profile {params.profile} --domain {wildcards.domain} --raw {input.raw}"
         " --out {output.walks} --stats {output.stats} --log {log}"
 
 
@@ -37,7 +59,6 @@ rule syntod_generate:
         directory(SYN_GEN),
     params:
         profile=PROFILE,
-        seeds=lambda w: SYNTOD_SEEDS[w.domain],
         syntod={k: P["syntod"][k] for k in ("n_conversations", "heldout_fraction", "seed", "llm")},
     log:
         f"{LOGS}/syntod_generate/{{domain}}-{{method}}.log",
@@ -48,7 +69,7 @@ rule syntod_generate:
         ENV
     shell:
         "irrepro syntod-generate --profile {params.profile} --domain {wildcards.domain} --method {wildcards.method}"
-        " --walks {input.walks} --seeds {params.seeds} --out-dir {output} --log {log}"
+        " --walks {input.walks} --raw {input.raw} --out-dir {output} --log {log}"
 
 
 rule finetune_tod:
@@ -117,6 +138,7 @@ rule syntod_collect:
         md=SYN_MD,
     params:
         profile=PROFILE,
+        results_dir=lambda w, input: os.path.dirname(input.results[0]),
     log:
         f"{LOGS}/syntod_collect.log",
     resources:
@@ -125,5 +147,5 @@ rule syntod_collect:
     conda:
         ENV
     shell:
-        "irrepro syntod-collect --profile {params.profile} --results {input.results} --out-tsv {output.tsv}"
+        "irrepro syntod-collect --profile {params.profile} --results-dir {params.results_dir} --out-tsv {output.tsv}"
         " --out-json {output.json} --out-md {output.md} --log {log}"

@@ -6,16 +6,26 @@ reference response, candidate response); a reply without a valid score is re-ask
 bounded number of times, then left as None and counted.
 
 :class:`HeuristicJudge` is the offline judge. It is a transparent heuristic, NOT an LLM, and
-reports must say so: with token-overlap F1 (lower-cased word tokens, stopwords removed) of
-the candidate against the reference (``f_ref``) and the share of the candidate's tokens that
-occur in the context (``ctx``),
+reports must say so. It compares *content tokens*: lower-cased word tokens (``[a-z0-9]+``)
+without stop words, pure numbers and single characters, so punctuation, list numbers and
+function words earn nothing (a completion "1." is not relevant because the context holds
+"1"). With ``f_ref`` the token-overlap F1 of the candidate's content tokens against the
+reference's and ``ctx`` the share of the candidate's distinct content tokens that occur in
+the context::
 
-    score = 2 if f_ref >= good;  1 if f_ref >= related or ctx >= context;  0 otherwise
+    score = 2  if the candidate equals the reference (case and whitespace ignored)
+    score = 0  if the candidate has fewer than min(min_tokens, n_ref) distinct content tokens
+               (n_ref: the reference's distinct content tokens, at least 1)
+    score = 2  if f_ref >= good
+    score = 1  if f_ref >= related, or ctx >= context and at least min_tokens distinct content
+               tokens of the candidate occur in the context
+    score = 0  otherwise
 
-(thresholds are parameters; an empty candidate scores 0). Identical responses score 2 and a
-response sharing no content word with either the reference or the context scores 0. It can
-be called as a function or used as a backend by :func:`judge_relevance` (it answers the
-``{"task": "judge", ...}`` meta).
+Thresholds (parameters; defaults): good 0.5, related 0.15, context 0.3, min_tokens 2. So an
+identical response scores 2; an empty response, junk such as "1." or "ok", a repeated single
+word, and a response sharing no content word with either the reference or the context score
+0. It can be called as a function or used as a backend by :func:`judge_relevance` (it
+answers the ``{"task": "judge", ...}`` meta).
 
 :func:`load_human_labels` reads human labels (TSV with a header, or JSONL) keyed by
 (conversation id, turn index) for agreement (:func:`irrepro.syntod.metrics.relevance_agreement`).
@@ -46,7 +56,9 @@ TURN_KEYS = ("turn", "turn_index")
 
 
 def content_tokens(text: str) -> list[str]:
-    return [t for t in _TOKEN.findall(str(text).lower()) if t not in STOPWORDS]
+    """Lower-cased word tokens without stop words, pure numbers and single characters."""
+    return [t for t in _TOKEN.findall(str(text).lower())
+            if len(t) > 1 and not t.isdigit() and t not in STOPWORDS]
 
 
 def overlap_f1(candidate: str, reference: str) -> float:
@@ -59,13 +71,17 @@ def overlap_f1(candidate: str, reference: str) -> float:
     return 2 * p * rec / (p + rec)
 
 
-def context_share(candidate: str, context: str) -> float:
-    """Share of the candidate's content tokens that occur in the context."""
-    c = content_tokens(candidate)
+def context_overlap(candidate: str, context: str) -> tuple[float, int]:
+    """``(share, count)`` of the candidate's distinct content tokens that occur in the context."""
+    c = set(content_tokens(candidate))
     if not c:
-        return 0.0
-    ctx = set(content_tokens(context))
-    return sum(t in ctx for t in c) / len(c)
+        return 0.0, 0
+    shared = len(c & set(content_tokens(context)))
+    return shared / len(c), shared
+
+
+def _normalized(text: str) -> str:
+    return " ".join(str(text).lower().split())
 
 
 class HeuristicJudge(Backend):
@@ -74,19 +90,26 @@ class HeuristicJudge(Backend):
     name = "heuristic"
     uses_meta = True
 
-    def __init__(self, good: float = 0.5, related: float = 0.15, context: float = 0.3):
-        super().__init__("token-overlap-judge-v1")
+    def __init__(self, good: float = 0.5, related: float = 0.15, context: float = 0.3, min_tokens: int = 2):
+        super().__init__("token-overlap-judge-v2")
         if not 0 <= related <= good <= 1 or not 0 <= context <= 1:
             raise ValueError(f"HeuristicJudge: need 0 <= related <= good <= 1 and 0 <= context <= 1, "
                              f"got good={good}, related={related}, context={context}")
-        self.good, self.related, self.context = good, related, context
+        if isinstance(min_tokens, bool) or not isinstance(min_tokens, int) or min_tokens < 1:
+            raise ValueError(f"HeuristicJudge: min_tokens must be an integer >= 1, got {min_tokens!r}")
+        self.good, self.related, self.context, self.min_tokens = good, related, context, min_tokens
 
     def score(self, context: str, reference: str, candidate: str) -> int:
-        if not content_tokens(candidate):
-            return 0
-        if overlap_f1(candidate, reference) >= self.good:
+        if _normalized(candidate) and _normalized(candidate) == _normalized(reference):
             return 2
-        if overlap_f1(candidate, reference) >= self.related or context_share(candidate, context) >= self.context:
+        need = min(self.min_tokens, max(1, len(set(content_tokens(reference)))))
+        if len(set(content_tokens(candidate))) < need:
+            return 0
+        f_ref = overlap_f1(candidate, reference)
+        if f_ref >= self.good:
+            return 2
+        share, shared = context_overlap(candidate, context)
+        if f_ref >= self.related or (share >= self.context and shared >= self.min_tokens):
             return 1
         return 0
 
@@ -98,17 +121,19 @@ class HeuristicJudge(Backend):
         return json.dumps({"score": self.score(meta.get("context", ""), meta.get("reference", ""),
                                                meta.get("candidate", ""))})
 
+    def thresholds(self) -> dict:
+        return {"good": self.good, "related": self.related, "context": self.context, "min_tokens": self.min_tokens}
+
     def cache_identity(self) -> dict:
-        return {"backend": self.name, "model": self.model,
-                "thresholds": {"good": self.good, "related": self.related, "context": self.context}}
+        return {"backend": self.name, "model": self.model, "thresholds": self.thresholds()}
 
     def describe(self) -> dict:
-        return {"kind": self.name, "model": self.model, "good": self.good, "related": self.related,
-                "context": self.context, "note": "transparent token-overlap heuristic, not an LLM"}
+        return {"kind": self.name, "model": self.model, **self.thresholds(),
+                "note": "transparent token-overlap heuristic, not an LLM"}
 
 
 def make_judge(spec: dict, cache_dir: str | os.PathLike | None = None) -> Backend:
-    """``spec["kind"]``: heuristic (thresholds ``good``, ``related``, ``context``) or openai /
+    """``spec["kind"]``: heuristic (``good``, ``related``, ``context``, ``min_tokens``) or openai /
     transformers (an LLM backend spec for :func:`irrepro.syntod.llm.make_backend`). Keys that
     belong to the other kinds are dropped (one params spec serves both profiles); keys no
     kind knows are an error."""
@@ -117,7 +142,7 @@ def make_judge(spec: dict, cache_dir: str | os.PathLike | None = None) -> Backen
     kind = spec.get("kind")
     if kind not in ("heuristic", "openai", "transformers"):
         raise ValueError(f"judge spec: kind must be heuristic | openai | transformers, got {kind!r}")
-    heuristic = {"good", "related", "context"}
+    heuristic = {"good", "related", "context", "min_tokens"}
     unknown = sorted(set(spec) - {"kind"} - heuristic - set().union(*SPEC_KEYS.values()))
     if unknown:
         raise ValueError(f"judge spec: unknown key(s) {unknown}")

@@ -184,3 +184,163 @@ def generate_stage(P: dict, domain: str, method: str, walks: str | None, seeds: 
     log.info("generate_stage %s/%s: %d conversations (%d train, %d held out), %d failed -> %s", domain, method,
              len(convs), len(train), len(held), stats["failed"], out)
     return stats
+
+
+# ----------------------------------------------------------------------------- TOD base model
+# (params section ``syntod.base``: family, id (tiny | hub id), revision, max_positions,
+# warmup_steps, and optionally any other ``tiny`` size key, e.g. seq_len, which then
+# overrides ``tiny`` for this base only)
+
+BASE_KEYS = ("family", "id", "revision", "max_positions", "warmup_steps")
+BASE_MARKERS = ("### ASSISTANT:", "### HUMAN:", "### RESULTS:", "### RECIPE:", "### SUGGESTIONS:")
+# Copies of each domain's vocabulary document in the base corpus: enough for the BPE merges
+# to make every turn marker 3 tokens and every word of an intent or slot name one token
+# (measured: 5 copies already do), while the catalogs stay most of the text (10 copies:
+# about 19% of the corpus tokens; the counts are in the base's corpus.json).
+VOCAB_COPIES = 10
+DURATIONS = (1, 2, 3, 5, 10, 15, 20, 30, 45, 60)
+
+
+def _catalog_text(item) -> str:
+    """One seed as plain text. Recipes: title, tags, ingredients, steps; products: title,
+    category, brand, features, attributes (the catalog fields, nothing from conversations)."""
+    from .graph import Recipe
+
+    if isinstance(item, Recipe):
+        tags = item.raw.get("tags") or []
+        lines = [item.title, "tags: " + ", ".join(map(str, tags)) if tags else "",
+                 "ingredients: " + "; ".join(i for i in item.ingredients if i)]
+        lines += [f"{n}: {t}" for n, t in enumerate(item.steps, 1)]
+    else:
+        raw = item.raw
+        features = raw.get("feature") or []
+        lines = [item.title, f"category: {item.category}" if item.category else "",
+                 f"brand: {raw['brand']}" if raw.get("brand") else ""]
+        lines += [" ".join(str(f).split()) for f in (features if isinstance(features, list) else [features])]
+        lines += [f"{k}: {', '.join(map(str, v if isinstance(v, list) else [v]))}" for k, v in item.attributes.items()]
+    return "\n".join(x for x in lines if x)
+
+
+def _short_title(item, words: int = 6) -> str:
+    return " ".join(item.title.split()[:words]).lower()
+
+
+def _example_value(typ: str, items: list, rng) -> object:
+    """A JSON value of slot type ``typ`` (workflow/schemas/syntod_graph.schema.yaml) made
+    from seeded catalog items: the annotation skeletons of the base corpus."""
+    item = rng.choice(items)
+    if typ == "free_text":
+        return _short_title(item)
+    if typ == "selection":
+        return rng.randint(1, 3)
+    if typ == "duration":
+        return f"{rng.choice(DURATIONS)} minutes"
+    if typ == "id_list":
+        return sorted(rng.sample(range(1, 4), rng.randint(1, 3)))
+    if typ == "name_list":
+        return [other.title for other in rng.sample(items, 2)]
+    if typ == "attributes":
+        attrs = [(k, str(v[0])) for k, v in sorted((getattr(item, "attributes", None) or {}).items())
+                 if isinstance(v, list) and v]
+        return [{k: v} for k, v in rng.sample(attrs, min(2, len(attrs)))]
+    if typ == "address":
+        places = [str(x) for x in item.raw.get("location") or []]
+        return rng.choice(places) if places else "United States"
+    raise ValueError(f"unknown slot type {typ!r}")
+
+
+def _vocabulary_text(graph, items: list, copy: int, seed: int) -> str:
+    """One vocabulary document of ``graph`` in SynTOD shape: the header, then every intent's
+    annotation skeleton ``### HUMAN: ## {"intent": ..., <slots>}`` (seeded order and slot
+    values) and every system node annotation after ``### ASSISTANT:``, between turn markers.
+    No utterances: only the graph's names, the catalog and the format."""
+    import json
+    import random
+
+    from .format import header_for
+
+    rng = random.Random(f"{seed}:{graph.domain}:{copy}")
+    turns = [f"### HUMAN: ## {json.dumps({'intent': name, **{s: _example_value(t, items, rng) for s, t in spec['slots'].items()}})}"
+             for name, spec in graph.intents.items()]
+    for node in graph.nodes.values():
+        ann = node.annotation
+        if ann:
+            head = {"intent": ann["intent"]} if ann.get("intent") else {}
+            slots = {s: _example_value(t, items, rng) for s, t in (ann.get("slots") or {}).items()}
+            turns.append(f"### ASSISTANT: ## {json.dumps({**head, **slots})}")
+    rng.shuffle(turns)
+    markers = [m for m in BASE_MARKERS if m != "### HUMAN:"]
+    body = " ".join(f"{t} {rng.choice(markers)}" for t in turns)
+    return f"{header_for(graph.domain, graph.intents)}### ASSISTANT: {body}"
+
+
+def base_corpus(raw: str | os.PathLike, seed: int = 0, copies: int = VOCAB_COPIES) -> list[dict]:
+    """The mini TOD base's corpus as pyserini documents ``{"id", "contents"}``: every seed of
+    both domains' catalogs (:data:`SEED_SOURCES` under ``raw``) and ``copies`` vocabulary
+    documents per domain (:func:`_vocabulary_text`). Never a test conversation and never a
+    generated one (the base must not favour either generation method)."""
+    from ..datasets import source_path
+    from .graph import load_graph, load_items
+
+    docs = []
+    for domain in sorted(SEED_SOURCES):
+        graph = load_graph(domain)
+        items = load_items(graph, source_path(raw, SEED_SOURCES[domain]))
+        docs += [{"id": f"{domain}:item:{it.id}", "contents": _catalog_text(it)} for it in items]
+        docs += [{"id": f"{domain}:vocabulary:{k}", "contents": _vocabulary_text(graph, items, k, seed)}
+                 for k in range(copies)]
+    return docs
+
+
+def base_params(P: dict) -> dict:
+    """``P["syntod"]["base"]``, checked."""
+    B = (P.get("syntod") or {}).get("base")
+    if not isinstance(B, dict):
+        raise ValueError("params: section syntod.base is missing")
+    missing = [k for k in BASE_KEYS if k not in B]
+    if missing:
+        raise ValueError(f"params: syntod.base lacks {', '.join(missing)}")
+    return B
+
+
+def base_stage(P: dict, raw: str, out: str) -> dict:
+    """The TOD base model -> ``out`` (atomically). paper (``syntod.base.id`` a hub id): a
+    ``BASE.json`` pointer to the pinned snapshot (:func:`irrepro.study1.bases.fetch_hub_base`).
+    mini (``tiny``): a byte-level BPE tokenizer trained on :func:`base_corpus` and a tiny
+    model of ``syntod.base.family`` with the ``tiny`` sizes, but ``syntod.base.max_positions``
+    positions and ``syntod.base.warmup_steps`` causal-LM warm-up steps on that corpus (any
+    other ``tiny`` key given in ``syntod.base``, e.g. ``seq_len``, overrides ``tiny`` too); the
+    directory also holds the corpus (``corpus.jsonl``) and its composition (``corpus.json``).
+    Returns the warm-up summary (paper: the pinned id and revision)."""
+    import json
+    import tempfile
+
+    from ..study1.bases import build_tiny_base, fetch_hub_base
+    from ..tiny import DEFAULT_SIZES, FAMILIES
+    from ..utils import atomic_path
+
+    B = base_params(P)
+    if B["id"] != "tiny":
+        return fetch_hub_base(B["id"], B["revision"], out)
+    if B["family"] not in FAMILIES:
+        raise ValueError(f"params: syntod.base.family must be one of {list(FAMILIES)}, got {B['family']!r}")
+    sizes = {**P["tiny"], **{k: B[k] for k in DEFAULT_SIZES if B.get(k) is not None}}
+    seed = int(sizes.get("seed", 0))
+    docs = base_corpus(raw, seed)
+    with atomic_path(out, is_dir=True) as tmp, tempfile.TemporaryDirectory(prefix=".corpus-", dir=tmp.parent) as work:
+        corpus = Path(work) / "corpus.jsonl"
+        corpus.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
+        summary = build_tiny_base(B["family"], corpus, tmp, sizes)
+        shutil.copyfile(corpus, tmp / "corpus.jsonl")
+        tok_config = tmp / "tokenizer_config.json"  # the tokenizer's length limit = the model's positions
+        tok_config.write_text(json.dumps({**json.loads(tok_config.read_text()),
+                                          "model_max_length": int(sizes["max_positions"])}, indent=2) + "\n")
+        kinds = [d["id"].split(":")[:2] for d in docs]
+        composition = {f"{dom}:{kind}": kinds.count([dom, kind]) for dom, kind in sorted(set(map(tuple, kinds)))}
+        chars = {k: sum(len(d["contents"]) for d in docs if d["id"].startswith(k + ":")) for k in composition}
+        (tmp / "corpus.json").write_text(json.dumps(
+            {"documents": composition, "characters": chars, "vocabulary_copies": VOCAB_COPIES, "seed": seed,
+             "sources": {d: SEED_SOURCES[d] for d in sorted(SEED_SOURCES)}}, indent=1) + "\n")
+    log.info("base_stage: tiny %s, %d positions, %d warm-up steps on %d documents (%s) -> %s", B["family"],
+             sizes["max_positions"], sizes["warmup_steps"], len(docs), composition, out)
+    return summary
