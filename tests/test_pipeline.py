@@ -89,6 +89,9 @@ def test_snakemake_run_then_partial_reruns_in_both_runners(project):
     assert "up to date" in run(["dvc", "status"], project)
     assert "Running stage" not in run(["dvc", "repro"], project)
     assert "llama-r2-mha" in run(["dvc", "metrics", "show"], project)
+    run(["dvc", "plots", "show", "-o", "dvc_plots"], project)
+    html = (project / "dvc_plots" / "index.html").read_text()
+    assert all(f"{n}.png" in html for n in FIGURES) and "rerank_final" in html
 
     # A figure style knob reruns the figures and nothing else, in both runners.
     edit_params(project, lambda p: p["figures"].update(dpi=110))
