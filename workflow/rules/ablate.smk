@@ -37,7 +37,7 @@ rule ablate:
 
 rule ablate_collect:
     input:
-        code("study1/ablation.py", "evaluate.py", "trec.py"),
+        code("study1/ablation.py", "study1/reranking.py", "evaluate.py", "trec.py"),
         raw=RAW,
         runs=BM25_RUNS,
         ablate_runs=expand(f"{ABLATE_RUNS}/{{config}}", config=ABLATE_CONFIGS),

@@ -14,7 +14,6 @@ import shutil
 import time
 from pathlib import Path
 
-from ..datasets import get, source_path
 from ..utils import atomic_path
 from . import config_name
 
@@ -28,15 +27,9 @@ JSON_VARIANTS = ("full", "head_only", "mha", "mlp")  # the small DVC metrics fil
 
 def ablate_datasets(P: dict, raw: str, runs: str) -> dict[str, dict]:
     """``{dataset: {"topics", "qrels", "run", "rel_level"}}`` for P["ablate"]["datasets"]."""
-    return {
-        name: {
-            "topics": source_path(raw, get(name).topics),
-            "qrels": source_path(raw, get(name).qrels),
-            "run": Path(runs) / f"{name}.trec",
-            "rel_level": P["evaluate"]["rel_level"][name],
-        }
-        for name in P["ablate"]["datasets"]
-    }
+    from .reranking import eval_datasets
+
+    return eval_datasets(P, raw, runs, P["ablate"]["datasets"])
 
 
 def pick_checkpoint(adapters: str, checkpoint: str | int) -> tuple[int, str]:

@@ -26,7 +26,8 @@ def checkpoints(adapter_dir: str | os.PathLike) -> list[tuple[int, Path]]:
     return found
 
 
-def eval_datasets(P: dict, raw: str, runs: str) -> dict[str, dict]:
+def eval_datasets(P: dict, raw: str, runs: str, names: list[str] | None = None) -> dict[str, dict]:
+    """``{dataset: {"topics", "qrels", "run", "rel_level"}}`` for ``names`` (default: P["rerank"]["datasets"])."""
     return {
         name: {
             "topics": source_path(raw, get(name).topics),
@@ -34,7 +35,7 @@ def eval_datasets(P: dict, raw: str, runs: str) -> dict[str, dict]:
             "run": Path(runs) / f"{name}.trec",
             "rel_level": P["evaluate"]["rel_level"][name],
         }
-        for name in P["rerank"]["datasets"]
+        for name in (P["rerank"]["datasets"] if names is None else names)
     }
 
 
