@@ -14,14 +14,20 @@ min_version("9.0")
 configfile: "params.yaml"
 
 
+# `make report` = snakemake --report results/<profile>/report.html report_pages (rules/report.smk)
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/bm25.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/rerank.smk"
+include: "workflow/rules/published.smk"
 include: "workflow/rules/ablate.smk"
 include: "workflow/rules/syntod.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
@@ -31,6 +37,7 @@ rule all:
         SYN_METRICS,
         expand(SYN_WALK_STATS, domain=P["syntod"]["domains"]),
         FIGURES,
+        SUMMARY,
     default_target: True
 
 

@@ -82,8 +82,10 @@ NOTEBOOKS = {
         "SynTOD: graph vs naive training conversations",
         "TOD models fine-tuned on conversations from the state-transition-graph generator vs the naive "
         "one-prompt baseline, per domain and test set (published Gemini / Llama test conversations and the "
-        "method's own held-out split): intent accuracy, slot F1 and mean response relevance (0-2, by the "
-        "judge named in syntod_comparison.md). Study 1's `metric`/`dataset` parameters do not apply here.",
+        "method's own held-out split): intent accuracy and slot F1 under two scorers, `strict` (the project's) "
+        "and `original` (the SynTOD release's evaluation: nearest-intent snapping, dropped safety intents, "
+        "slot F1 over the gold slots, macro over intents), and mean response relevance (0-2, by the judge "
+        "named in syntod_comparison.md). Study 1's `metric`/`dataset` parameters do not apply here.",
         {"syntod": "results/mini/syntod_metrics.tsv"},
         'df = figures.load_syntod(inputs["syntod"])\n'
         "fig = figures.syntod_comparison(df, figures.SYNTOD_METRICS, profile)\n"
@@ -98,6 +100,23 @@ def _parameters_source(name: str, inputs: dict) -> str:
              f"name = {name!r}"]
     lines += [f"{key} = {value!r}" for key, value in STYLE_DEFAULTS.items()]
     return "\n".join(lines)
+
+
+def _deviation_cells() -> list:
+    """The report's section "Deviations from the original code": the registry as a table."""
+    return [
+        new_markdown_cell("## Deviations from the original code\n\nEvery known difference between the **paper** "
+                          "profile and the original code (`workflow/irrepro/resources/deviations.yaml`, checked "
+                          "against params.yaml). The table describes the paper profile in either profile's run; "
+                          "`switch` is the params.yaml key that selects the original behaviour."),
+        new_code_cell("from irrepro.deviations import COLUMNS, load_deviations\n\n"
+                      "deviations = pd.DataFrame(load_deviations(), columns=[\"study\", *(key for key, _ in COLUMNS), "
+                      "\"source\"])\n"
+                      "deviations = deviations.rename(columns=dict(COLUMNS)).fillna({\"switch\": \"-\"})\n"
+                      "print(f\"{len(deviations)} deviation(s) registered (paper profile; this run: {profile})\")\n"
+                      "with pd.option_context(\"display.max_colwidth\", None):\n"
+                      "    display(deviations)"),
+    ]
 
 
 def build(name: str) -> nbformat.NotebookNode:
@@ -122,6 +141,7 @@ def build(name: str) -> nbformat.NotebookNode:
     ]
     if name == "reproduction_report":
         cells.append(new_code_cell("for k, reason in notes.items():\n    print(f\"[{k}] {reason}\")"))
+        cells += _deviation_cells()
     for i, cell in enumerate(cells):
         cell.id = f"{name.replace('_', '-')}-{i}"
     nb = new_notebook(cells=cells, metadata={"kernelspec": KERNELSPEC,

@@ -89,6 +89,8 @@ def make_scratch_project(root: Path, dest: Path) -> Path:
     run(["git", "init", "-q"], dest)
     run(["dvc", "init", "-q"], dest)
     shutil.copy(root / ".dvc" / "config", dest / ".dvc" / "config")
+    if (root / ".dvc" / "plots").is_dir():  # the project's DVC plot templates (dvc.yaml names them)
+        shutil.copytree(root / ".dvc" / "plots", dest / ".dvc" / "plots", dirs_exist_ok=True)
     params = yaml.safe_load((dest / "params.yaml").read_text())
     params["finetune"].update(families=["llama"], ranks=[2], targets=["mha"])
     if "ablate" in params:

@@ -389,8 +389,10 @@ def test_ablate_and_collect_cli(base3, tmp_path):
 
 
 def test_pick_checkpoint(tmp_path):
-    (tmp_path / "checkpoint-50").mkdir()
-    (tmp_path / "checkpoint-100").mkdir()
+    for step in (50, 100):  # adapter directories (what checkpoints() accepts)
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "adapter_config.json").write_text("{}")
+        (tmp_path / f"checkpoint-{step}" / "adapter_model.safetensors").write_bytes(b"x")
     (tmp_path / "checkpoint-x").mkdir()
     assert S.pick_checkpoint(str(tmp_path), "final") == (100, str(tmp_path / "checkpoint-100"))
     assert S.pick_checkpoint(str(tmp_path), 50) == (50, str(tmp_path / "checkpoint-50"))

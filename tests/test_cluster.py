@@ -8,6 +8,8 @@ each job's resources after the profile's defaults and per-rule overrides are app
 import re
 import shutil
 
+import yaml
+
 from conftest import make_scratch_project, run
 
 PROFILE = ["--profile", "workflow/profiles/slurm", "--config", "profile=paper"]
@@ -32,11 +34,12 @@ def test_slurm_profile_dry_run_puts_gpu_stages_on_gpu_nodes(root, tmp_path):
     out = run(["snakemake", "-n", *PROFILE], project)
     assert "Using profile workflow/profiles/slurm" in out
     jobs = job_resources(out)
+    paper_runtime = {rule: v["paper"] for rule, v in yaml.safe_load((root / "workflow/runtimes.yaml").read_text()).items()}
 
     assert len(jobs["finetune"]) == 36 and len(jobs["rerank_eval"]) == 36
     for res in jobs["finetune"]:  # the profile's GPU request on top of the rule's own sizes
         assert res["slurm_partition"] == "gpu" and res["gpu"] == "1" and res["cpus_per_task"] == "8", res
-        assert res["mem_mb"] == "80000" and res["runtime"] == "720", res
+        assert res["mem_mb"] == "80000" and res["runtime"] == str(paper_runtime["finetune"]), res
     for res in jobs["rerank_eval"] + jobs.get("ablate", []):
         assert res["slurm_partition"] == "gpu" and res["gpu"] == "1", res
     for rule in ("download", "corpus", "index", "bm25", "base", "train_groups", "collect", "report"):

@@ -355,3 +355,83 @@ def test_hf_dataset_missing_from_cache(offline_hub, tmp_path):
     msg = str(err.value)
     assert "tevatron_train" in msg and "Tevatron/msmarco-passage-aug" in msg
     assert str(tmp_path / "m" / "tev" / "train.jsonl.gz") in msg
+
+
+# --------------------------------------------------------------------------- git blob ids
+
+
+def git_hash_object(path: Path) -> str:
+    """The independent reference: git's own object id of the file."""
+    import subprocess
+
+    return subprocess.run(["git", "hash-object", "--no-filters", str(path)], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def test_git_blob_id_is_gits_object_id(shared_data, tmp_path):
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert dl.git_blob_id(empty) == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"  # git's well-known empty blob
+    for f in [shared_data / "syntod" / "recipe_seed_test_set.jsonl", shared_data / "syntod" / "recipe_test_llama_v3.jsonl"]:
+        assert dl.git_blob_id(f) == git_hash_object(f), f.name
+
+
+def blob_source(url: str, data: bytes = GOOD, tmp: Path | None = None) -> Source:
+    f = tmp / "ref.bin"
+    f.write_bytes(data)
+    return make_source(url, sha256=None, git_blob=git_hash_object(f))
+
+
+def test_git_blob_pinned_download_over_http(server, tmp_path):
+    server.routes["/corpus.jsonl"] = GOOD
+    src = blob_source(server.base + "/corpus.jsonl", GOOD, tmp_path)
+    assert src.checksum[0] == "git_blob"
+    path = fetch(src, tmp_path / "raw", mirrors=[])
+    assert path.read_bytes() == GOOD and server.hits == ["/corpus.jsonl"]
+    # wrong bytes from the server: refused, both ids named, nothing left behind
+    server.routes["/bad.jsonl"] = BAD
+    bad = blob_source(server.base + "/bad.jsonl", GOOD, tmp_path)
+    with pytest.raises(DownloadError) as err:
+        fetch(bad, tmp_path / "raw2", mirrors=[])
+    ref = tmp_path / "bad.bin"
+    ref.write_bytes(BAD)
+    assert "expected git_blob " + src.git_blob in str(err.value) and git_hash_object(ref) in str(err.value)
+    assert leftovers(tmp_path / "raw2" / "trec") == []
+
+
+def test_git_blob_pinned_mirror_copy_and_bad_mirror(tmp_path):
+    write_mirror(tmp_path / "bad", BAD)
+    write_mirror(tmp_path / "good")
+    src = blob_source(f"http://127.0.0.1:{closed_port()}/x", GOOD, tmp_path)
+    path = fetch(src, tmp_path / "raw", mirrors=[str(tmp_path / "bad"), str(tmp_path / "good")], allow_network=False)
+    assert path.read_bytes() == GOOD
+    # through the registry: the manifest records the sha256 of a git_blob-pinned file
+    entry = {"name": "toy", "url": "https://example.org/x", "git_blob": src.git_blob, "mirror": "toy/topics.txt",
+             "dest": "toy.txt", "profiles": ["paper"]}
+    dl.download_profile("paper", tmp_path / "raw3", [str(tmp_path / "good")], allow_network=False,
+                        sources_path=write_yaml(tmp_path, [entry]))
+    assert (tmp_path / "raw3" / "MANIFEST.tsv").read_text().splitlines()[1] == f"toy\ttoy.txt\t{sha(GOOD)}"
+    with pytest.raises(DownloadError, match="expected git_blob"):
+        dl.download_profile("paper", tmp_path / "raw4", [str(tmp_path / "bad")], allow_network=False,
+                            sources_path=write_yaml(tmp_path, [entry]))
+
+
+def test_git_blob_entries_validate(tmp_path):
+    entry = {k: v for k, v in BASE.items() if k != "sha256"} | {"git_blob": "b" * 40}
+    (s,) = load_sources(write_yaml(tmp_path, [entry]))
+    assert s.checksum == ("git_blob", "b" * 40)
+    with pytest.raises(SourcesError, match="'git_blob' is not a git_blob hex digest"):
+        load_sources(write_yaml(tmp_path, [entry | {"git_blob": "b" * 39}]))
+
+
+def test_release_training_catalogs_are_paper_sources_pinned_by_git_blob():
+    sources = {s.name: s for s in load_sources()}
+    expected = {"syntod_recipe_corpus": ("data/recipe/seed/corpus_recipe.jsonl", "b983354f2fa26cc6530a9e1fb328e8f1f5b7b593"),
+                "syntod_ecommerce_catalog_4k_final": ("data/ecommerce/seed/4k_final_valid_product_catalog.jsonl",
+                                                      "1a8dbcab0411f6e8b9dbc833392a9d3b3c36a7ec"),
+                "syntod_ecommerce_catalog_4k": ("data/ecommerce/seed/4k_valid_product_catalog.jsonl",
+                                                "d30a7e5642773d3c3bbbf6bc6acce27db35a347f")}
+    for name, (path, blob) in expected.items():
+        s = sources[name]
+        assert s.profiles == ("paper",) and s.checksum == ("git_blob", blob)
+        assert s.url == f"https://raw.githubusercontent.com/algoprog/SynTOD/3e44f10535619137a8641cd33036eb6fb3d3417d/{path}"

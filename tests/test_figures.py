@@ -423,11 +423,12 @@ def test_figure_cli_executes_the_notebook_with_papermill(kernel, tmp_path, check
     assert "executed notebook written" in (tmp_path / "figure.log").read_text()
 
 
-def test_figure_cli_missing_input_fails_naming_it(kernel, tmp_path):
+def test_figure_cli_missing_input_fails_naming_it(kernel, tmp_path, capsys):
     missing = tmp_path / "results" / "rerank_checkpoints.tsv"
-    with pytest.raises(RuntimeError) as err:
-        cli_main(_figure_argv(tmp_path, missing))
-    msg = str(err.value)
+    assert cli_main(_figure_argv(tmp_path, missing)) == 1  # a failure, reported on one line
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("irrepro figure: ")]
+    assert len(errors) == 1, errors
+    msg = errors[0]
     assert "FileNotFoundError" in msg and str(missing) in msg and "irrepro collect" in msg
     assert "checkpoint_curves.ipynb: cell" in msg
     assert not (tmp_path / "nb").exists() or not list((tmp_path / "nb").iterdir())
@@ -438,18 +439,23 @@ def test_figure_cli_missing_input_fails_naming_it(kernel, tmp_path):
 SYNTOD_SETS = ["published_gemini", "published_llama", "heldout"]
 
 
+SYNTOD_PANELS = ["strict/intent_acc", "original/intent_acc", "strict/slot_f1", "original/slot_macro_f1",
+                 "strict/relevance_mean", "strict/json_valid_rate"]
+
+
 def _syntod_rows():
-    """Distinct values per (domain, method, test set, metric); naive lacks ecommerce relevance on heldout."""
+    """Distinct values per (domain, method, test set, scorer/metric); naive lacks ecommerce relevance on heldout."""
     rows = []
     for di, domain in enumerate(["cooking", "ecommerce"]):
         for mi, method in enumerate(["graph", "naive"]):
             for ti, ts in enumerate(SYNTOD_SETS):
-                for ki, metric in enumerate(["intent_acc", "slot_f1", "relevance_mean", "json_valid_rate"]):
-                    value = round(0.1 + 0.2 * ki + 0.05 * ti + 0.02 * mi + 0.01 * di, 4)
-                    if (domain, method, ts, metric) == ("ecommerce", "naive", "heldout", "relevance_mean"):
+                for ki, panel in enumerate(SYNTOD_PANELS):
+                    scorer, metric = panel.split("/")
+                    value = round(0.1 + 0.13 * ki + 0.05 * ti + 0.02 * mi + 0.01 * di, 4)
+                    if (domain, method, ts, panel) == ("ecommerce", "naive", "heldout", "strict/relevance_mean"):
                         value = ""
-                    rows.append(dict(domain=domain, method=method, test_set=ts, metric=metric, value=value,
-                                     n=10 + ti + 100 * mi))
+                    rows.append(dict(domain=domain, method=method, test_set=ts, scorer=scorer, metric=metric,
+                                     value=value, n=10 + ti + 100 * mi))
     return rows
 
 
@@ -460,12 +466,13 @@ def test_syntod_comparison_bars_are_the_input_values(tmp_path):
     fig = figures.syntod_comparison(df, figures.SYNTOD_METRICS, "mini")
     _assert_labelled(fig)
     axes = _visible_axes(fig)
-    assert len(axes) == 6  # 3 metrics x 2 domains
-    expect = {(r["domain"], r["method"], r["test_set"], r["metric"]): r["value"] for r in rows}
+    assert len(axes) == 10  # 5 scorer/metric panels x 2 domains
+    expect = {(r["domain"], r["method"], r["test_set"], f'{r["scorer"]}/{r["metric"]}'): r["value"] for r in rows}
     for i, metric in enumerate(figures.SYNTOD_METRICS):
         for j, domain in enumerate(["cooking", "ecommerce"]):
             ax = axes[i * 2 + j]
-            assert domain in ax.get_title() and ax.get_ylabel() == figures.SYNTOD_LABELS[metric]
+            scorer, name = metric.split("/")
+            assert domain in ax.get_title() and ax.get_ylabel() == f"{figures.SYNTOD_LABELS[name]} ({scorer})"
             assert [t.get_text() for t in ax.get_xticklabels()] == [s.replace("_", "\n") for s in SYNTOD_SETS]
             graph, naive = ax.containers  # one bar container per method, in method order
             for method, bars in (("graph", graph), ("naive", naive)):
@@ -474,14 +481,17 @@ def test_syntod_comparison_bars_are_the_input_values(tmp_path):
                 for g, w in zip(got, want):
                     assert (np.isnan(g) if w == "" else g == pytest.approx(w)), (domain, method, metric, got, want)
             assert all(b.get_x() < n.get_x() for b, n in zip(graph, naive))  # graph left of naive
-            gap = (domain, metric) == ("ecommerce", "relevance_mean")  # naive/heldout missing: no label
+            gap = (domain, metric) == ("ecommerce", "strict/relevance_mean")  # naive/heldout missing: no label
             assert [t.get_text() for t in ax.texts] == ["n=10", "n=11", "n=12", "n=110", "n=111", "" if gap else "n=112"]
     assert [t.get_text() for t in fig.legends[0].get_texts()] == [figures.SYNTOD_METHOD_LABELS[m] for m in ("graph", "naive")]
     assert "offline template simulator" in _note_texts(fig) and "not an LLM" in _note_texts(fig)
     assert "simulator" not in _note_texts(figures.syntod_comparison(df, ["slot_f1"], "paper"))
     table = figures.syntod_data(df, figures.SYNTOD_METRICS)
-    assert table.loc[("cooking", "heldout"), ("slot_f1", "naive")] == pytest.approx(expect[("cooking", "naive", "heldout", "slot_f1")])
-    with pytest.raises(figures.FigureInputError, match=r"no rows for metric\(s\) \['bleu'\]"):
+    assert table.loc[("cooking", "heldout"), ("strict/slot_f1", "naive")] == \
+        pytest.approx(expect[("cooking", "naive", "heldout", "strict/slot_f1")])
+    assert table.loc[("cooking", "heldout"), ("original/slot_macro_f1", "graph")] == \
+        pytest.approx(expect[("cooking", "graph", "heldout", "original/slot_macro_f1")])
+    with pytest.raises(figures.FigureInputError, match=r"no rows for metric\(s\) \['strict/bleu'\]"):
         figures.syntod_comparison(df, ["intent_acc", "bleu"], "mini")
 
 
@@ -499,7 +509,7 @@ def test_syntod_notebook_is_generated_and_runs_on_the_collect_tsv(tmp_path):
     for cell in nb.cells[1:]:
         if cell.cell_type == "code":
             exec("\n".join(line for line in cell.source.splitlines() if not line.startswith("%")), ns)
-    assert ns["table"].shape == (6, 6)
+    assert ns["table"].shape == (6, 10)  # (domain, test set) x (5 scorer/metric panels x 2 methods)
     assert (tmp_path / "figs" / "syntod_comparison.png").stat().st_size > 5000
     with pytest.raises(FileNotFoundError, match="irrepro syntod-collect"):
         figures.require(tmp_path / "missing" / "syntod_metrics.tsv")

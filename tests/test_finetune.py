@@ -71,6 +71,15 @@ def lce_on_all(model, tokenizer, records, group_size=4):
     return F.cross_entropy(logits, torch.zeros(len(records), dtype=torch.long)).item()
 
 
+RESUME_FILES = ["optimizer.pt", "rng_state.pth", "scheduler.pt"]
+
+
+def resume_state_files(directory):
+    """The optimizer / scheduler / RNG / scaler files of a checkpoint, sorted."""
+    return sorted(p.name for p in Path(directory).iterdir()
+                  if p.name in ("optimizer.pt", "scheduler.pt", "scaler.pt") or p.name.startswith("rng_state"))
+
+
 def adapter_tensors(directory):
     from safetensors.torch import load_file
 
@@ -136,7 +145,7 @@ def test_collator_positive_first_padding_and_seeded_sampling(tiny_base_dir):
     assert batch["input_ids"].shape == batch["attention_mask"].shape
     assert batch["input_ids"].shape[0] == 2 * 4
     lengths = batch["attention_mask"].sum(1)
-    assert lengths.max() == batch["input_ids"].shape[1]                         # padded to the longest
+    assert batch["input_ids"].shape[1] == -(-int(lengths.max()) // 16) * 16    # longest, rounded up to 16
     for row, n in zip(batch["input_ids"], lengths):
         assert (row[n:] == tok.pad_token_id).all() and (row[:n] != tok.pad_token_id).all()
     for b, rec in enumerate(recs[:2]):
@@ -145,7 +154,7 @@ def test_collator_positive_first_padding_and_seeded_sampling(tiny_base_dir):
         assert all(n in rec["negative_passages"] for n in group[1:])
         assert len({n["docid"] for n in group[1:]}) == 3                        # no replacement
         for g, psg in enumerate(group):
-            ids = encode_pair(tok, rec["query"], psg["text"], 16, 32)
+            ids = encode_pair(tok, rec["query"], psg["text"], 16, 32, title=psg.get("title"))
             assert batch["input_ids"][b * 4 + g, : len(ids)].tolist() == ids
     # deterministic given (seed, index, epoch); other epochs rotate positives and negatives
     assert torch.equal(col([ds[0], ds[1]])["input_ids"], batch["input_ids"])
@@ -177,10 +186,12 @@ def test_reranker_saves_score_head_with_adapter(tiny_base_dir, tmp_path, family)
 
 
 def test_pad_token_when_the_tokenizer_has_none(tiny_base_dir, tmp_path):
-    """No pad token: unk (Llama-2/Mistral, as Tevatron does), else a vocab token named pad
-    (Llama-3.1), never eos (the score is read at the last non-pad token)."""
+    """No pad token: unk (Mistral/Pythia, as the authors), else eos (Llama 3, as the authors'
+    collator); the config gets the same id, so the score is read at the last real token (no
+    EOS is appended, and a row that ends with the pad id is refused)."""
     import shutil
 
+    from irrepro.rerank.inputs import encode_pair
     from irrepro.rerank.model import load_reranker
 
     def variant(name, **changes):
@@ -194,9 +205,12 @@ def test_pad_token_when_the_tokenizer_has_none(tiny_base_dir, tmp_path):
 
     model, tok = load_reranker(variant("nopad", pad_token=None), rank=1, targets="mha")
     assert tok.pad_token == "<unk>" and model.config.pad_token_id == tok.unk_token_id
-    model, tok = load_reranker(variant("pad_is_eos", pad_token="</s>", unk_token=None), rank=1, targets="mha")
-    assert tok.pad_token == "<pad>" and model.config.pad_token_id == tok.convert_tokens_to_ids("<pad>")
-    assert model.config.pad_token_id != tok.eos_token_id
+    model, tok = load_reranker(variant("nopad_nounk", pad_token=None, unk_token=None), rank=1, targets="mha")
+    assert tok.pad_token == "</s>" and model.config.pad_token_id == tok.eos_token_id
+    ids = encode_pair(tok, "fox", "the quick brown fox", 16, 32)
+    assert tok.eos_token_id not in ids and ids[-1] != model.config.pad_token_id
+    with pytest.raises(ValueError, match="ends with the pad token id"):
+        encode_pair(tok, "fox", "the quick brown fox </s>", 16, 32)
 
 
 def test_wrong_targets_and_unknown_architecture_fail_clearly(tiny_base_dir, tmp_path, monkeypatch):
@@ -225,7 +239,7 @@ def test_training_reduces_lce_and_saves_loadable_checkpoints(tiny_base_dir, grou
     from transformers import AutoModelForSequenceClassification, set_seed
 
     from irrepro.rerank.model import load_reranker
-    from irrepro.rerank.train import finetune, is_complete_checkpoint
+    from irrepro.rerank.train import finetune, is_complete_adapter, is_complete_checkpoint
 
     base = tiny_base_dir("llama")
     records = D.read_groups(groups_file)
@@ -243,7 +257,10 @@ def test_training_reduces_lce_and_saves_loadable_checkpoints(tiny_base_dir, grou
     assert json.loads((out / "train_summary.json").read_text())["steps"] == 24
     for step in (8, 16, 24):
         ckpt = out / f"checkpoint-{step}"
-        assert is_complete_checkpoint(ckpt)
+        assert is_complete_adapter(ckpt)
+        # the resume state is kept only in the newest checkpoint
+        assert is_complete_checkpoint(ckpt) == (step == 24)
+        assert resume_state_files(ckpt) == ([] if step < 24 else RESUME_FILES)
         assert json.loads((ckpt / "trainer_state.json").read_text())["global_step"] == step
         assert any("score" in k for k in adapter_tensors(ckpt))
     # a standard peft adapter: loads onto the plain base classifier with peft's own API
@@ -254,8 +271,13 @@ def test_training_reduces_lce_and_saves_loadable_checkpoints(tiny_base_dir, grou
     last = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(base, num_labels=1),
                                      out / "checkpoint-24")
     assert lce_on_all(last, tok, records) == pytest.approx(after, abs=1e-6)
-    # done means done: a second call returns the summary without training; other settings are refused
-    assert finetune(base, groups_file, out, **kw) == summary
+    # done means done: a second call returns the saved summary without training; other settings are refused.
+    # The file holds results only (same inputs, same bytes); this call's timings were returned beside them.
+    from irrepro.rerank.train import CIRCUMSTANCES
+
+    saved = json.loads((out / "train_summary.json").read_text())
+    assert not set(CIRCUMSTANCES) & set(saved) and summary["sec_per_step"] > 0
+    assert finetune(base, groups_file, out, **kw) == saved == {k: v for k, v in summary.items() if k not in CIRCUMSTANCES}
     with pytest.raises(ValueError, match="other settings"):
         finetune(base, groups_file, out, **{**kw, "rank": 4})
 
@@ -288,7 +310,7 @@ KW = dict(rank=4, targets="all", lr=5e-3, max_steps=12, queries_per_device=1, gr
 
 
 def test_kill9_resume_matches_uninterrupted_run(tiny_base_dir, groups_file, tmp_path):
-    from irrepro.rerank.train import finetune, is_complete_checkpoint
+    from irrepro.rerank.train import finetune, is_complete_adapter, is_complete_checkpoint
 
     base = tiny_base_dir("llama")
     script = tmp_path / "run.py"
@@ -309,7 +331,8 @@ def test_kill9_resume_matches_uninterrupted_run(tiny_base_dir, groups_file, tmp_
         # the reference run, uninterrupted, in this process while the other one trains
         ref = finetune(base, groups_file, tmp_path / "ref", **KW)
         deadline = time.time() + 120
-        while not is_complete_checkpoint(out / "checkpoint-6"):
+        # kill once checkpoint-6 is complete and checkpoint-3's resume state is pruned
+        while not is_complete_checkpoint(out / "checkpoint-6") or resume_state_files(out / "checkpoint-3"):
             assert proc.poll() is None, proc.stdout.read()
             assert time.time() < deadline, "checkpoint-6 never appeared"
             time.sleep(0.05)
@@ -330,21 +353,32 @@ def test_kill9_resume_matches_uninterrupted_run(tiny_base_dir, groups_file, tmp_
     for name in ("adapter_config.json", "adapter_model.safetensors"):
         (partial / name).write_bytes((out / "checkpoint-6" / name).read_bytes())
     kept = {s: (out / f"checkpoint-{s}" / "adapter_model.safetensors").stat().st_mtime_ns for s in (3, 6)}
+    # a kill in the middle of pruning: checkpoint-3 got part of its resume state back; it is
+    # still a complete adapter, never the resume point, and is pruned again at the next save
+    (out / "checkpoint-3" / "optimizer.pt").write_bytes((out / "checkpoint-6" / "optimizer.pt").read_bytes())
+    assert is_complete_adapter(out / "checkpoint-3") and not is_complete_checkpoint(out / "checkpoint-3")
 
     go.touch()
     output, _ = resumer.communicate(timeout=120)
     assert resumer.returncode == 0, output
     assert "DONE 6 12" in output
     summary = json.loads((out / "train_summary.json").read_text())
-    assert summary["resumed_from"] == "checkpoint-6" and summary["resumed_from_step"] == 6
+    # where it resumed is a circumstance: returned ("DONE 6 12" above) and in the run sidecar, not in the file
+    assert "resumed_from" not in summary and "resumed_from_step" not in summary
     assert summary["steps"] == 12
     # checkpoints up to 6 were not rewritten (training did not restart from 0) ...
     assert kept == {s: (out / f"checkpoint-{s}" / "adapter_model.safetensors").stat().st_mtime_ns for s in (3, 6)}
     # ... the partial one was redone, and the loss curve is the uninterrupted one
-    assert is_complete_checkpoint(out / "checkpoint-9")
+    assert is_complete_adapter(out / "checkpoint-9")  # (its resume state since pruned: 12 is newer)
     assert [e["loss"] for e in summary["losses"]] == pytest.approx([e["loss"] for e in ref["losses"]], abs=1e-6)
-    for d in ("final", "checkpoint-9", "checkpoint-12"):
+    for d in ("final", "checkpoint-3", "checkpoint-6", "checkpoint-9", "checkpoint-12"):
         got, want = adapter_tensors(out / d), adapter_tensors(tmp_path / "ref" / d)
         assert got.keys() == want.keys() and any("score" in k for k in got)
         for k in want:
-            assert torch.allclose(got[k], want[k], rtol=0, atol=1e-7), (d, k)
+            assert torch.equal(got[k], want[k]), (d, k)  # bit-identical to the uninterrupted run
+    # both runs end with the resume state in the newest checkpoint only, adapters in all
+    for run in (out, tmp_path / "ref"):
+        for step in (3, 6, 9, 12):
+            ckpt = run / f"checkpoint-{step}"
+            assert is_complete_adapter(ckpt), ckpt
+            assert resume_state_files(ckpt) == ([] if step < 12 else RESUME_FILES), ckpt

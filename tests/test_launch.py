@@ -18,14 +18,27 @@ def test_launch_command(monkeypatch):
     assert launch_command(argv, "none", 4) is None
     assert launch_command(argv, "torchrun", 1) is None
     cmd = launch_command(argv, "torchrun", 4, python="py")
-    assert cmd == ["py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4", "-m", "irrepro", *argv]
+    assert cmd == ["py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4", "-m", "irrepro", "--", *argv]
     cmd = launch_command(argv, "accelerate", 2, python="py")
     assert cmd[:3] == ["py", "-m", "accelerate.commands.launch"] and "--num_processes=2" in cmd
-    assert cmd[-len(argv) - 2:] == ["-m", "irrepro", *argv]
+    assert cmd[-len(argv) - 3:] == ["-m", "irrepro", "--", *argv]
     monkeypatch.setenv("LOCAL_RANK", "0")  # inside a launched process: never launch again
     assert launch_command(argv, "torchrun", 4) is None
     with pytest.raises(ValueError, match="finetune.launcher: 'mpirun'"):
         launch_command(argv, "mpirun", 2)
+
+
+def test_launchers_pass_our_options_through(monkeypatch):
+    """The launchers' own parsers hand every option of ours to the module unchanged: `--log` is a
+    prefix of torchrun's --log-dir / --logs-specs and failed as "ambiguous option" (rehearsal)."""
+    from accelerate.commands.launch import launch_command_parser
+    from torch.distributed.run import get_args_parser
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    argv = ["finetune", "--task", "tod", "--profile", "mini", "--log", "logs/x.log"]
+    for launcher, parser in (("torchrun", get_args_parser()), ("accelerate", launch_command_parser())):
+        args = parser.parse_args(launch_command(argv, launcher, 2, python="py")[3:])
+        assert (args.training_script, args.training_script_args) == ("irrepro", argv), launcher
 
 
 @pytest.mark.slow

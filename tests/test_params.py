@@ -36,7 +36,7 @@ def test_per_profile_value_must_name_both_profiles(raw):
 @pytest.mark.parametrize(
     "mutate, pattern",
     [
-        (lambda r: r.__setitem__("profile", "huge"), r"profile: 'huge' is not one of \['mini', 'paper'\]"),
+        (lambda r: r.__setitem__("profile", "huge"), r"profile: 'huge' is not one of \['mini', 'paper', 'rehearsal'\]"),
         (lambda r: r["bm25"].__setitem__("k1", "high"), r"bm25\.k1: 'high' is not of type 'number'"),
         (lambda r: r["bm25"].__setitem__("b", 1.5), r"bm25\.b: 1\.5 is greater than the maximum of 1"),
         (lambda r: r["bm25"].__setitem__("corpus", "wiki"), r"bm25\.corpus: 'wiki' is not one of"),
@@ -70,7 +70,7 @@ def test_missing_and_malformed_files_are_named(tmp_path):
         load_params(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("profile: [mini\n")
-    with pytest.raises(ParamsError, match="bad.yaml: not valid YAML"):
+    with pytest.raises(ParamsError, match=r"bad.yaml:2: not valid YAML"):
         load_params(bad)
 
 
@@ -84,13 +84,41 @@ def test_cli_rejects_bad_params_with_exit_2(tmp_path, raw, capsys):
     assert "bm25.k1" in capsys.readouterr().err
 
 
-def test_training_set_must_not_be_an_evaluation_set(raw):
-    raw["rerank"]["datasets"] = {"mini": ["dl19", "dl20"], "paper": ["dl19"]}
+@pytest.mark.parametrize("key", ["checkpoint_datasets", "final_datasets"])
+def test_training_set_must_not_be_an_evaluation_set(raw, key):
+    raw["rerank"][key]["mini"] = raw["rerank"][key]["mini"] + ["dl20"]  # dl20 trains the mini rerankers
     with pytest.raises(ParamsError, match=r"train_data\.source: 'dl20' is also an evaluation set.*\(profile mini\)"):
         check_and_resolve(raw)
 
 
 def test_rerank_datasets_need_a_first_stage_run(raw):
     raw["datasets"] = {"mini": ["dl20"], "paper": ["dl19", "dl20", "dev"]}
-    with pytest.raises(ParamsError, match=r"rerank\.datasets: \['dl19'\] have no BM25 run"):
+    with pytest.raises(ParamsError, match=r"rerank\.checkpoint_datasets: \['dl19'\] have no BM25 run"):
         check_and_resolve(raw)
+    raw["datasets"] = {"mini": ["dl19", "dl20"], "paper": ["dl19", "dl20"]}
+    with pytest.raises(ParamsError, match=r"rerank\.final_datasets: \['dev'\] have no BM25 run.*\(profile paper\)"):
+        check_and_resolve(raw)
+
+
+def test_evaluation_schedule_split(raw):
+    """Curves on the checkpoint datasets, the final checkpoint only on the final ones; no dataset in both."""
+    paper = check_and_resolve(raw, "paper")["rerank"]
+    assert paper["checkpoint_datasets"] == ["dl19", "dl20"] and paper["final_datasets"] == ["dev"]
+    assert check_and_resolve(raw, "mini")["rerank"]["final_datasets"] == []
+    raw["rerank"]["final_datasets"] = {"mini": [], "paper": ["dev", "dl20"]}
+    with pytest.raises(ParamsError, match=r"rerank\.final_datasets: \['dl20'\] also in rerank\.checkpoint_datasets"
+                                          r".*\(profile paper\)"):
+        check_and_resolve(raw)
+    raw["rerank"]["final_datasets"] = {"mini": [], "paper": ["dev"]}
+    raw["rerank"]["checkpoint_datasets"] = {"mini": [], "paper": ["dl19"]}
+    with pytest.raises(ParamsError, match=r"rerank\.checkpoint_datasets: \[\] should be non-empty"):
+        check_and_resolve(raw)
+    raw["rerank"]["checkpoint_datasets"] = {"mini": ["dl19"], "paper": ["dl19", "dl20"]}
+    raw["figures"]["dataset"] = "dev"
+    raw["datasets"]["mini"] = ["dl19", "dl20", "dev"]
+    raw["rerank"]["final_datasets"]["mini"] = ["dev"]
+    with pytest.raises(ParamsError, match=r"figures\.dataset: 'dev' has no checkpoint curve"):
+        check_and_resolve(raw)
+    raw["figures"]["dataset"] = "dl19"
+    raw["ablate"]["datasets"] = {"mini": ["dev"], "paper": ["dev"]}  # final-only datasets can be ablated
+    check_and_resolve(raw)

@@ -106,7 +106,7 @@ def test_tokenizer_writes_markers_and_intents_compactly(built, shared_data):
     assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
 
 
-def test_corpus_is_catalogs_and_vocabulary_only(built, shared_data):
+def test_corpus_is_catalogs_and_vocabulary_only(built, shared_data, tmp_path):
     out, P = built["out"], built["P"]
     docs = _corpus(out)
     text = "\n".join(d["contents"] for d in docs)
@@ -114,17 +114,29 @@ def test_corpus_is_catalogs_and_vocabulary_only(built, shared_data):
     products = [json.loads(x) for x in
                 (shared_data / "syntod" / "ecommerce_product_catalog_test.jsonl").read_text().splitlines()]
     copies = stages.VOCAB_COPIES
-    assert len(docs) == len(recipes) + len(products) + 2 * copies
+    # only the training items of the item split (syntod_items' train.jsonl), never a test item
+    from irrepro.syntod.items import split_domain
+
+    train = {d: {str(r["id"]) for r in split_domain(P, d, built["raw"])[0]} for d in ("cooking", "ecommerce")}
+    assert 0 < len(train["cooking"]) < len(recipes) and 0 < len(train["ecommerce"]) < len(products)
+    assert len(docs) == len(train["cooking"]) + len(train["ecommerce"]) + 2 * copies
     assert json.loads((out / "corpus.json").read_text())["documents"] == {
-        "cooking:item": len(recipes), "cooking:vocabulary": copies,
-        "ecommerce:item": len(products), "ecommerce:vocabulary": copies}
+        "cooking:item": len(train["cooking"]), "cooking:vocabulary": copies,
+        "ecommerce:item": len(train["ecommerce"]), "ecommerce:vocabulary": copies}
+    item_ids = {d["id"] for d in docs}
     for r in recipes:
-        assert r["title"] in text and r["steps"][-1]["text"] in text
+        seen = f"cooking:item:{r['id']}" in item_ids
+        assert seen == (str(r["id"]) in train["cooking"])
+        if seen:
+            assert r["title"] in text and r["steps"][-1]["text"] in text
+    held_out = [r for r in recipes if str(r["id"]) not in train["cooking"]]
+    assert not any(r["steps"][-1]["text"] in text for r in held_out if len(r["steps"][-1]["text"]) > 40)
     for p in products:
-        assert p["title"] in text
+        if f"ecommerce:item:{p.get('asin') or p.get('id')}" in item_ids:
+            assert p["title"] in text
     # the graphs' vocabulary: both headers, every intent as an annotation, every turn marker
     assert "helps with recipes, allowed user intents are; search_recipe, " in text
-    assert "helps with shopping, allowed user intents are; search_product, " in text
+    assert "helps with shopping, allowed user intents are; suggest_product, show_results, " in text  # as published
     annotations = [json.JSONDecoder().raw_decode(text, m.end() - 1)[0] for m in re.finditer(r"## \{", text)]
     for domain in ("cooking", "ecommerce"):
         intents, slots = _graph_names(domain)
@@ -143,8 +155,14 @@ def test_corpus_is_catalogs_and_vocabulary_only(built, shared_data):
         assert len(utterances) > 50, name
         assert [u for u in utterances if u in text] == [], name
     assert "Maruna" not in text  # the published greetings' bot names
-    # the same raw data gives the same corpus
-    assert stages.base_corpus(built["raw"], seed=P["tiny"]["seed"]) == docs
+    # the same raw data and split give the same corpus
+    from irrepro.syntod.items import write_records
+
+    catalogs = {}
+    for d in ("cooking", "ecommerce"):
+        catalogs[d] = tmp_path / f"{d}-train.jsonl"
+        write_records(split_domain(P, d, built["raw"])[0], catalogs[d])
+    assert stages.base_corpus(built["raw"], seed=P["tiny"]["seed"], catalogs=catalogs) == docs
 
 
 def test_paper_base_is_a_pinned_hub_pointer(monkeypatch, tmp_path):

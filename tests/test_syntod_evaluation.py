@@ -89,7 +89,8 @@ def test_oracle_completions_score_perfectly(shared_data):
     for name in ("intent_acc", "intent_macro_f1", "intent_micro_f1", "slot_p", "slot_r", "slot_f1", "json_valid_rate"):
         assert _metric(rows, name)["value"] == 1.0 and _metric(rows, name)["n"] == len(gold), name
     n_resp = len(tasks) - len(intent)
-    assert _metric(rows, "relevance_mean") == {"test_set": "mix", "metric": "relevance_mean", "value": 2.0, "n": n_resp}
+    assert _metric(rows, "relevance_mean") == {"test_set": "mix", "scorer": "strict", "metric": "relevance_mean",
+                                               "value": 2.0, "n": n_resp}
     assert _metric(rows, "relevance_2")["value"] == 1.0 and _metric(rows, "relevance_unscored")["value"] == 0
     assert _metric(rows, "conversations")["value"] == len(convs)
 
@@ -100,9 +101,9 @@ def test_wrong_and_broken_completions_lower_the_scores():
     completions = []
     for k, t in enumerate(tasks):
         if k % 4 == 0:
-            completions.append('{"intent": "chitchat"')  # truncated JSON: invalid, wrong
+            completions.append('chitchat"')  # after the forced '{"intent": "': truncated JSON, invalid, wrong
         elif k % 4 == 1:
-            completions.append('{"intent": "next_step"}')  # valid, right only for next_step turns
+            completions.append('next_step"}')  # valid, right only for next_step turns
         else:
             completions.append(t.target)
     records = E.records_for(tasks, completions)
@@ -116,6 +117,7 @@ def test_wrong_and_broken_completions_lower_the_scores():
     assert _metric(rows, "slot_r")["value"] == pytest.approx((queries - lost) / queries)
     assert _metric(rows, "slot_p")["value"] == 1.0
     assert [r["ok"] for r in records] == [k % 4 != 0 for k in range(len(tasks))]
+    assert records[1]["predicted"] == '{"intent": "next_step"}'  # the forced prefix + the completion
     assert _metric(rows, "relevance_mean")["value"] is None and _metric(rows, "relevance_mean")["n"] == 0
 
 
@@ -177,10 +179,11 @@ def _params(tmp_path, human_labels=None, profile="mini"):
     return {"profile": profile, "syntod": {
         "seed": 0, "cache_dir": str(tmp_path / "cache"),
         "llm": {"kind": "offline", "model": "template-simulator", "api_key_env": "OPENAI_API_KEY"},
-        "judge": {"kind": "heuristic", "good": 0.5, "related": 0.15, "context": 0.3, "model": "gpt-x",
+        "judge": {"kind": "heuristic", "good": 0.5, "related": 0.15, "context": 0.3, "model": "gpt-x", "prompt": "original",
                   "api_key_env": "OPENAI_API_KEY"},  # other kinds' keys are ignored
         "eval": {"max_conversations": 2, "max_new_tokens_intent": 24, "max_new_tokens_response": 12,
-                 "batch_size": 16, "max_len": 192, "responses_per_conversation": 2, "threads": 1},
+                 "batch_size": 16, "max_len": 192, "responses_per_conversation": 2, "threads": 1,
+                 "scorers": ["strict", "original"], "original_max_tokens": None},
         **({"human_labels": str(human_labels)} if human_labels else {})}}
 
 
@@ -219,9 +222,9 @@ def test_stage_rows_have_every_metric_with_the_right_n(stage_run):
     assert json.loads(out.read_text()) == doc
     labels = load_human_labels(doc["human_labels"])
     predictions = [json.loads(line) for line in pred.read_text().splitlines()]
-    by_set = {}
+    by_set, original = {}, {}
     for r in doc["rows"]:
-        by_set.setdefault(r["test_set"], {})[r["metric"]] = r
+        (by_set if r["scorer"] == "strict" else original).setdefault(r["test_set"], {})[r["metric"]] = r
     assert list(by_set) == ["published_gemini", "published_llama", "heldout"]
     for name, convs in E.load_test_sets("cooking", raw, heldout).items():
         picked = E.subsample(convs, 2, 0)
@@ -234,14 +237,19 @@ def test_stage_rows_have_every_metric_with_the_right_n(stage_run):
         assert len(responses) == 2 * len(picked)  # responses_per_conversation
         rows = by_set[name]
         assert set(rows) == set(E.METRICS) | set(E.AGREEMENT_METRICS.values())
+        assert list(original[name]) == list(E.ORIGINAL_METRICS)
+        assert original[name]["conversations"]["value"] == 2 and original[name]["conversations_skipped"]["value"] == 0
+        assert 0 <= original[name]["intent_acc"]["value"] <= 1
         assert rows["conversations"]["value"] == 2
         for m in ("intent_acc", "intent_macro_f1", "slot_f1", "json_valid_rate"):
             assert rows[m]["n"] == len(intents) and 0 <= rows[m]["value"] <= 1
         assert all(p["relevance"] in (0, 1, 2) for p in responses)
         assert rows["relevance_mean"]["value"] == pytest.approx(sum(p["relevance"] for p in responses) / len(responses))
         assert rows["relevance_mean"]["n"] == len(responses)
-        # intent accuracy recomputed from the predictions file (the original fold: none here)
-        acc = sum((p["parsed"] or {}).get("intent") == p["gold"]["intent"] for p in intents) / len(intents)
+        # intent accuracy recomputed from the predictions file, acknowledgements folded
+        fold = {"acknowledge_task": "begin_task", "acknowledge_step": "next_step", "done_step": "next_step"}
+        acc = sum(fold.get(i, i) == fold.get(g, g) for i, g in
+                  (((p["parsed"] or {}).get("intent"), p["gold"]["intent"]) for p in intents)) / len(intents)
         assert rows["intent_acc"]["value"] == pytest.approx(acc)
         assert rows["json_valid_rate"]["value"] == pytest.approx(sum(p["ok"] for p in intents) / len(intents))
         # agreement with the human labels, recomputed
@@ -261,7 +269,7 @@ def test_the_trained_adapter_beats_the_base_on_its_own_conversations(stage_run, 
     convs = E.subsample(read_jsonl(stage_run[4]), 2, 0)
     tasks = [t for t in E.tasks_for("heldout", convs) if t.kind == "intent"]
     plain = tod.TODModel(base, threads=1).complete([t.prompt for t in tasks], max_new_tokens=24, max_len=192)
-    parsed = [tod.parse_prediction(p) for p in plain]
+    parsed = [tod.parse_prediction(t.forced + p) for t, p in zip(tasks, plain)]
     base_valid = sum(ok for _, _, ok in parsed) / len(tasks)
     base_acc = sum(intent == t.gold["intent"] for (intent, _, _), t in zip(parsed, tasks)) / len(tasks)
     assert held["json_valid_rate"] > base_valid and held["json_valid_rate"] >= 0.75
@@ -309,7 +317,8 @@ def test_stage_rejects_missing_knobs_and_unknown_method(tmp_path):
 def _result(domain, method, values, judge=None):
     rows = []
     for ts, metrics in values.items():
-        rows += [{"test_set": ts, "metric": m, "value": v, "n": n} for m, (v, n) in metrics.items()]
+        rows += [{"test_set": ts, "scorer": m.split("/")[0] if "/" in m else "strict", "metric": m.split("/")[-1],
+                  "value": v, "n": n} for m, (v, n) in metrics.items()]
     return {"domain": domain, "method": method,
             "judge": judge or {"kind": "heuristic", "model": "token-overlap-judge-v1", "good": 0.5, "related": 0.15,
                                "context": 0.3, "note": "transparent token-overlap heuristic, not an LLM"},
@@ -319,7 +328,9 @@ def _result(domain, method, values, judge=None):
 def test_collect_writes_tsv_metrics_and_markdown(tmp_path):
     docs = [
         _result("cooking", "graph", {"heldout": {"intent_acc": (0.812345, 40), "slot_f1": (0.5, 40),
-                                                 "relevance_mean": (1.25, 8), "json_valid_rate": (0.9, 40)},
+                                                 "relevance_mean": (1.25, 8), "json_valid_rate": (0.9, 40),
+                                                 "original/intent_acc": (0.85, 38),
+                                                 "original/slot_macro_f1": (0.7, 12)},
                                      "published_llama": {"intent_acc": (0.4, 30), "slot_f1": (None, 30)}}),
         _result("cooking", "naive", {"heldout": {"intent_acc": (0.6, 38), "slot_f1": (0.25, 38),
                                                  "relevance_mean": (1.0, 8)},
@@ -338,20 +349,23 @@ def test_collect_writes_tsv_metrics_and_markdown(tmp_path):
         table = list(csv.DictReader(fh, delimiter="\t"))
     assert list(table[0]) == list(E.TSV_COLUMNS)
     assert len(table) == sum(len(d["rows"]) for d in docs)
-    assert table[0] == {"domain": "cooking", "method": "graph", "test_set": "heldout", "metric": "intent_acc",
-                        "value": "0.812345", "n": "40"}
+    assert table[0] == {"domain": "cooking", "method": "graph", "test_set": "heldout", "scorer": "strict",
+                        "metric": "intent_acc", "value": "0.812345", "n": "40"}
     assert [r["value"] for r in table if r["metric"] == "slot_f1" and r["test_set"] == "published_llama"] == ["", "0.1"]
     metrics = json.loads(mj.read_text())
-    assert metrics["cooking"]["graph"]["heldout"] == {"intent_acc": 0.8123, "slot_f1": 0.5, "relevance_mean": 1.25}
-    assert metrics["cooking"]["graph"]["published_llama"] == {"intent_acc": 0.4, "slot_f1": None}
-    assert metrics["ecommerce"] == {"graph": {"heldout": {"intent_acc": 0.7}}}
+    assert metrics["cooking"]["graph"]["heldout"] == {
+        "strict": {"intent_acc": 0.8123, "slot_f1": 0.5, "relevance_mean": 1.25},
+        "original": {"intent_acc": 0.85, "slot_macro_f1": 0.7}}
+    assert metrics["cooking"]["graph"]["published_llama"] == {"strict": {"intent_acc": 0.4, "slot_f1": None}}
+    assert metrics["ecommerce"] == {"graph": {"heldout": {"strict": {"intent_acc": 0.7}}}}
     text = md.read_text()
     assert "offline template simulator (deterministic templates, no LLM)" in text
     assert "heuristic token-overlap judge (NOT an LLM" in text and "mini profile" in text
-    assert "| heldout | intent_acc | 0.8123 (n=40) | 0.6000 (n=38) | +0.2123 |" in text
-    assert "| heldout | relevance_mean | 1.2500 (n=8) | 1.0000 (n=8) | +0.2500 |" in text
-    assert "| published_llama | slot_f1 | n/a (n=30) | 0.1000 (n=30) | - |" in text
-    assert "## ecommerce" in text and "| heldout | intent_acc | 0.7000 (n=20) |" in text
+    assert "| heldout | strict | intent_acc | 0.8123 (n=40) | 0.6000 (n=38) | +0.2123 |" in text
+    assert "| heldout | strict | relevance_mean | 1.2500 (n=8) | 1.0000 (n=8) | +0.2500 |" in text
+    assert "| heldout | original | intent_acc | 0.8500 (n=38) | - | - |" in text
+    assert "| published_llama | strict | slot_f1 | n/a (n=30) | 0.1000 (n=30) | - |" in text
+    assert "## ecommerce" in text and "| heldout | strict | intent_acc | 0.7000 (n=20) |" in text
     # an LLM judge is named as such
     llm = _result("cooking", "graph", {"heldout": {"intent_acc": (0.5, 4)}},
                   judge={"kind": "openai", "model": "gpt-4o"})
@@ -369,7 +383,7 @@ def test_collect_rejects_duplicates_and_bad_files(tmp_path):
     with pytest.raises(ValueError, match=r"b.json: cooking/graph already given by .*a.json"):
         E.collect_stage({}, [a, b], *outs)
     bad.write_text(json.dumps({**doc, "rows": [{"test_set": "x", "metric": "m"}]}))
-    with pytest.raises(ValueError, match=r"bad.json: rows\[0\] lacks \['value', 'n'\]"):
+    with pytest.raises(ValueError, match=r"bad.json: rows\[0\] lacks \['scorer', 'value', 'n'\]"):
         E.collect_stage({}, [bad], *outs)
     bad.write_text(json.dumps({"domain": "cooking", "method": "graph", "rows": []}))
     with pytest.raises(ValueError, match="bad.json: key 'judge' missing"):

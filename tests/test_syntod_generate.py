@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from irrepro.syntod.cache import CachedBackend
-from irrepro.syntod.format import parse, read_jsonl, render
+from irrepro.syntod.format import header_for, parse, read_jsonl, render
 from irrepro.syntod.generate import (
     BM25Pager,
     GenerationError,
@@ -109,9 +109,13 @@ def test_result_pages_are_the_bm25_ranking_with_the_target_at_the_selection(doma
         target = d["by_id"][w.target]
         query = item_query(target)
         assert set(query.split()) <= set(re.findall(r"[a-z0-9']+", target.title.lower()))
-        shown = [i for p in w.pages for i in p]
+        # the first query's pages (later e-commerce queries look for other items: Walk.targets)
+        query_of = {s.state["page"]: s.state["query"] for s in w.steps if s.node in ("show_results", "show_suggestions")}
+        first = {p for p, q in query_of.items() if q == min(query_of.values())}
+        assert w.targets[min(query_of.values()) - 1] == w.target
+        shown = [i for p in sorted(first) for i in w.pages[p]]
         assert len(shown) == len(set(shown)) and shown.count(w.target) == 1
-        hits = [h.docid for h in searcher.search(query, k=len(d["items"])) if h.docid != w.target]
+        hits = [h.docid for h in searcher.search(query, k=len(d["items"])) if h.docid not in w.targets]
         others = [i for i in shown if i != w.target]
         if len(hits) >= len(others):
             assert others == hits[: len(others)], w.id
@@ -139,7 +143,8 @@ def test_offline_conversations_follow_their_walks(domains, generated, domain):
     for conv, walk, text in zip(convs, walks, texts):
         assert render(conv) == text
         again = parse(text, strict=True)
-        assert again.turns == conv.turns and again.intents == list(d["graph"].intents)
+        assert again.turns == conv.turns and again.intents == list(d["graph"].header_intents)
+        assert again.header == conv.header == header_for(domain, d["graph"].header_intents)  # the published header
         human = [t for t in conv.turns if t.role == "human"]
         assert [t.intent for t in human] == [s.intent for s in walk.user_steps()]
         for t, s in zip(human, walk.user_steps()):
@@ -496,3 +501,36 @@ def test_stage_drivers(shared_data, tmp_path, capsys, root):
         rc = main(["syntod-generate", "--params", str(root / "params.yaml"), "--domain", "ecommerce", "--method",
                    "naive", "--seeds", seeds, "--out-dir", str(tmp_path / "cli")])
         assert rc == 2 and "section syntod is missing" in capsys.readouterr().err
+
+
+def test_generation_prompts_and_temperatures_follow_the_release(domains, endpoint, tmp_path):
+    """Recipe/datagen_multiple_llm.py generate_response: temperature 1.0 unless set (show_results
+    0.0, next_step 0.0, more_results 1.2); show_step and in-task answers see the whole recipe;
+    suggestion queries are keyword-style and do not name the dish."""
+    d = domains["cooking"]
+    spec = {"kind": "openai", "model": "m", "api_key_env": "TEST_LLM_KEY", "base_url_env": "TEST_LLM_URL",
+            "max_retries": 0, "timeout_s": 10, "temperature": 1.0, "max_tokens": 2000}
+    walks = sample_walks(d["graph"], 12, 3, d["items"], d["pager"])
+    generate_conversations(walks, d["graph"], d["items"], make_backend(spec), tmp_path / "c.jsonl")
+    seen: dict[str, set] = {}
+    for req in endpoint:
+        body = req["body"]
+        ask = body["messages"][1]["content"]
+        m = re.search(r"^Intent: (\w+) ", ask, re.M) or re.search(r"^Your task \((\w+)\)", ask, re.M)
+        seen.setdefault(m.group(1), set()).add(body["temperature"])
+        assert body["max_tokens"] == 2000
+        if m.group(1) in ("show_step", "task_response"):
+            recipe = next(r for r in d["items"] if f"title: {r.title}," in ask)
+            assert all(step.split()[0] in ask for step in recipe.steps)  # every step of the recipe is there
+            assert "ingredients: [" in ask
+    assert seen["show_results"] == {0.0} and seen["next_step"] == {0.0}
+    assert seen.get("more_results", {1.2}) == {1.2}
+    assert seen["show_step"] == {1.0} and seen["select_i"] == {1.0}
+    for conv in read_jsonl(tmp_path / "c.jsonl"):
+        target = d["by_id"][conv.meta["target"]]
+        for t in conv.turns:
+            if t.intent == "suggest_recipe":
+                words = set(re.findall(r"[a-z0-9']+", t.slots["query"].lower()))
+                assert words and not words & set(re.findall(r"[a-z0-9']+", target.title.lower())), t.slots
+            if t.intent == "search_recipe" and target.raw.get("query"):
+                assert t.slots["query"] == target.raw["query"]

@@ -25,6 +25,10 @@ from irrepro.syntod import graph as G
 N_WALKS = 1000
 SEARCHES = {"cooking": {"search_recipe", "suggest_recipe"},
             "ecommerce": {"search_product", "suggest_product", "generic_product_query"}}
+MAX_LENGTH = {"cooking": 40, "ecommerce": 30}  # Recipe/datagen_multiple_llm.py, Ecommerce/ecom_graph_multiple_llms.py
+SAFETY = {"offense", "legal_advice", "financial_advice", "medical_advice", "dangerous_task", "personal_information",
+          "suicide_attempt", "subjective_qa"}
+DROPPED = SAFETY | {"deny", "repeat"}  # recipe_convert_to_oasst.py:71-84
 SEEDS = {"cooking": "recipe_seed_test_set.jsonl", "ecommerce": "ecommerce_product_catalog_test.jsonl"}
 PUBLISHED = {"cooking": ["recipe_test_gemini_v3.jsonl", "recipe_test_llama_v3.jsonl"],
              "ecommerce": ["ecommerce_test_gemini_v3.jsonl", "ecommerce_test_llama_v3.jsonl"]}
@@ -38,8 +42,9 @@ DESIGN_INTENTS = {
                   "buy_cart", "add_for_compare", "remove_from_comparison", "compare_products", "delivery_address",
                   "open_domain_qa", "chitchat", "acknowledge", "repeat"},
 }
-DESIGN_OPENING = {
-    "cooking": {"search_recipe": 0.35, "suggest_recipe": 0.35},  # rest: QA / chitchat
+DESIGN_OPENING = {  # the release's start_intents (path_generation.py:70-87, ecom_path_skeleton.py:10-16)
+    "cooking": {"search_recipe": 0.35, "suggest_recipe": 0.35, "open_domain_qa": 0.06, "chitchat": 0.03,
+                **{k: 0.7 / 8 * 0.3 for k in SAFETY}},
     "ecommerce": {"search_product": 0.23, "suggest_product": 0.22, "open_domain_qa": 0.20, "chitchat": 0.20,
                   "generic_product_query": 0.15},
 }
@@ -101,7 +106,7 @@ def published_annotations(path: Path) -> list[tuple[str, dict]]:
 # ----------------------------------------------------------------------------- the shipped graphs
 def test_shipped_graphs_validate(domain):
     g = G.load_graph(domain)
-    assert (g.domain, g.start, g.end, g.max_length) == (domain, "start", "end", 40)
+    assert (g.domain, g.start, g.end, g.max_length) == (domain, "start", "end", MAX_LENGTH[domain])
     assert g.items == ("recipe" if domain == "cooking" else "product")
     assert G.load_graph(G.GRAPH_DIR / f"{domain}.yaml") == g  # by domain name or by path
 
@@ -110,23 +115,29 @@ def test_opening_weights_are_design_values(domain):
     g = G.load_graph(domain)
     opening = {e.to: e.weight for e in g.nodes[g.start].next}
     total = sum(opening.values())
+    assert set(opening) == set(DESIGN_OPENING[domain])
     for intent, w in DESIGN_OPENING[domain].items():
         assert opening[intent] / total == pytest.approx(w)
-    if domain == "cooking":
-        assert set(opening) - set(DESIGN_OPENING[domain]) == {"open_domain_qa", "chitchat"}
-        assert sum(w for k, w in opening.items() if k in {"open_domain_qa", "chitchat"}) / total == pytest.approx(0.30)
 
 
 def test_walk_constraints_are_data(domain):
     rules = {r.name: r for r in G.load_graph(domain).rules}
-    assert rules["one_search"].kind == "max_count" and rules["one_search"].params == {"max": 1}
-    assert rules["one_search"].nodes == SEARCHES[domain]
-    assert rules["result_pages"].params == {"max": 2} and rules["result_pages"].nodes == {"more_results"}
+    assert rules["result_pages"].params == {"max": 2, "count": ["show_results"], "instead": "select_i"}
+    assert rules["result_pages"].nodes == {"more_results"}
+    first = rules["find_a_recipe_first" if domain == "cooking" else "find_a_product_first"]
+    assert first.kind == "replace" and first.params["prob"] == 0.7 and first.params["when"] == {"selected": False}
+    assert set(first.params["by"]) == SEARCHES[domain] - {"generic_product_query"}
     if domain == "ecommerce":
-        assert rules["clarifying_questions"].params == {"max": 4}
+        assert rules["one_search_per_comparison"].params == {"max": 1, "reset": ["add_for_compare", "remove_from_comparison"]}
+        assert rules["clarifying_questions"].params == {"max": 4, "instead": "show_results"}
         assert rules["compare_needs_two"].params == {"list": "compare", "min": 2}
+        assert rules["compare_needs_two"].nodes == {"compare_products", "remove_from_comparison"}
         assert rules["cart_not_empty"].nodes == {"buy_cart", "remove_from_cart"}
     else:
+        assert rules["one_search"].kind == "max_count" and rules["one_search"].params == {"max": 1}
+        assert rules["one_search"].nodes == SEARCHES[domain]
+        assert rules["start_the_task"].params["by"] == ["begin_task", "acknowledge_task"]
+        assert rules["start_the_task"].params["when"] == {"selected": True, "task_started": False}
         assert rules["step_bounds"].nodes == {"next_step", "done_step", "acknowledge_step"}
         assert rules["goto_real_step"].nodes == {"goto_step"}
 
@@ -134,7 +145,8 @@ def test_walk_constraints_are_data(domain):
 def test_intents_are_design_names(domain):
     g = G.load_graph(domain)
     assert DESIGN_INTENTS[domain] <= set(g.intents)
-    extra = set(g.intents) - DESIGN_INTENTS[domain]
+    extra = set(g.kept_intents()) - DESIGN_INTENTS[domain]
+    assert g.dropped_intents() == (DROPPED if domain == "cooking" else set())
     # cooking: the acknowledgements DESIGN.md folds into begin/next for evaluation
     assert extra == ({"done_step", "acknowledge_step", "acknowledge_task"} if domain == "cooking" else set())
     assert set(g.eval_fold()) == extra
@@ -160,7 +172,7 @@ def test_intents_and_slots_match_published_conversations(domain, shared_data):
                         slot_values.setdefault((ann["intent"], k), []).append(v)
             else:
                 system.setdefault(ann.get("intent"), set()).update(k for k in ann if k != "intent")
-    assert set(human) == set(g.intents), "graph intents differ from the published labels"
+    assert set(human) == set(g.kept_intents()), "graph intents differ from the published labels"
     # every published slot is declared, with a compatible type
     ok_types = {"free_text": (str, type(None)), "selection": (int,), "id_list": (list,), "name_list": (list,),
                 "attributes": (list,), "address": (str, dict), "duration": (str,)}
@@ -212,12 +224,19 @@ BROKEN = {
     "negative weight": (_negative_weight, "bad.yaml: nodes.start.next[0].weight: -0.35 is less than or equal to the minimum of 0"),
     "unreachable node": (_orphan, "bad.yaml: nodes.orphan: unreachable from 'start'"),
     "end unreachable": (_trap, "bad.yaml: nodes.trap_user: 'end' cannot be reached from this node"),
-    "bad slot type": (_set(["intents", "set_timer", "slots", "duration"], "durtion"),
-                      "bad.yaml: intents.set_timer.slots.duration: 'durtion' is not one of"),
+    "bad slot type": (_set(["intents", "search_recipe", "slots", "query"], "freetext"),
+                      "bad.yaml: intents.search_recipe.slots.query: 'freetext' is not one of"),
     "no alternation": (_add_edge("show_step", "option_selected"),
-                       "bad.yaml: nodes.show_step.next[11]: system node 'show_step' is followed by system node 'option_selected'"),
-    "unknown intent": (_set(["nodes", "task_chitchat", "intent"], "chitchatt"),
-                       "bad.yaml: nodes.task_chitchat.intent: unknown intent 'chitchatt'"),
+                       "bad.yaml: nodes.show_step.next[19]: system node 'show_step' is followed by system node 'option_selected'"),
+    "unknown intent": (_set(["nodes", "open_domain_qa", "intent"], "chitchatt"),
+                       "bad.yaml: nodes.open_domain_qa.intent: unknown intent 'chitchatt'"),
+    "replacement of another role": (_set(["constraints", "rules", 2, "by"], ["show_results"]),
+                                    "bad.yaml: constraints.rules[2]: user node 'open_domain_qa' cannot be replaced by "
+                                    "system node 'show_results'"),
+    "unknown count node": (_set(["constraints", "rules", 1, "count"], ["shown_results"]),
+                           "bad.yaml: constraints.rules[1].count[0]: unknown node 'shown_results'"),
+    "replace without prob": (_set(["constraints", "rules", 2, "prob"], 1.5),
+                             "bad.yaml: constraints.rules[2].prob: 1.5 is greater than the maximum of 1"),
     "rule names unknown node": (_set(["constraints", "rules", 0, "nodes"], ["serch_recipe"]),
                                 "bad.yaml: constraints.rules[0].nodes[0]: unknown node 'serch_recipe'"),
     "bad rule parameter": (_set(["constraints", "rules", 0, "max"], "one"),
@@ -246,7 +265,7 @@ def test_zero_weight_and_duplicate_key_rejected(tmp_path):
         G.load_graph(write_graph(raw, tmp_path))
     text = (G.GRAPH_DIR / "cooking.yaml").read_text() + "\npage_size: 4\n"
     (tmp_path / "dup.yaml").write_text(text)
-    with pytest.raises(G.GraphError, match="dup.yaml: duplicate key 'page_size'"):
+    with pytest.raises(G.GraphError, match=r"dup.yaml:\d+: duplicate key 'page_size' \(first at line 39"):
         G.load_graph(tmp_path / "dup.yaml")
 
 
@@ -262,44 +281,83 @@ def test_walks_follow_graph_edges_and_length(domain, walks_of):
     raw = raw_graph(domain)
     edges = {n: {e["to"] for e in spec.get("next", [])} for n, spec in raw["nodes"].items()}
     walks = walks_of(domain)
+    limit = MAX_LENGTH[domain]
+    dropped = G.load_graph(domain).dropped_intents()
     assert len(walks) == N_WALKS
     for w in walks:
         nodes = [s.node for s in w.steps]
-        assert nodes[0] == "start" and len(nodes) <= 40
-        assert all(b in edges[a] for a, b in zip(nodes, nodes[1:])), w.id
-        assert w.stop_reason == ("end" if nodes[-1] == "end" else "max_length")
-        assert w.stop_reason == "end" or len(nodes) == 40
+        assert nodes[0] == "start" and len(nodes) <= limit
         roles = [s.role for s in w.steps if s.node != "end"]
-        assert all(a != b for a, b in zip(roles, roles[1:])), w.id  # system and user alternate
-    assert Counter(w.stop_reason for w in walks)["end"] > N_WALKS / 2
+        assert all(a != b for a, b in zip(roles, roles[1:])), w.id  # system and user alternate (drops included)
+        assert w.stop_reason == ("end" if nodes[-1] == "end" else "max_length")
+        assert not any(s.intent in dropped for s in w.user_steps())
+        if w.dropped:
+            continue  # two nodes less per dropped turn: edges and length are checked on the others
+        for a, b in zip(w.steps, w.steps[1:]):  # an edge, or an edge the walk drew and a rule replaced
+            assert b.node in edges[a.node] or b.info.get("replaced") in edges[a.node], (w.id, a.node, b.node)
+        assert w.stop_reason == "end" or len(nodes) == limit
+    assert Counter(w.stop_reason for w in walks)["end"] > N_WALKS / 3
 
 
-def test_one_search_per_conversation(domain, walks_of):
-    counts = Counter(sum(s.intent in SEARCHES[domain] for s in w.user_steps()) for w in walks_of(domain))
-    assert max(counts) == 1 and counts[1] > 0.8 * N_WALKS
-
-
-def test_at_most_two_more_results_pages(domain, walks_of):
-    counts = Counter(sum(s.intent == "more_results" for s in w.user_steps()) for w in walks_of(domain))
-    assert max(counts) == 2 and counts[2] > 0  # the bound is reached, never passed
+def test_searches_per_conversation(domain, walks_of):
+    if domain == "cooking":
+        counts = Counter(sum(s.intent in SEARCHES[domain] for s in w.user_steps()) for w in walks_of(domain))
+        assert max(counts) == 1 and counts[1] > 0.8 * N_WALKS
+        return
+    # e-commerce: a drawn search needs a comparison-list change since the last one; only the
+    # pre-selection replacement (find_a_product_first) puts a search there by itself
+    several = 0
     for w in walks_of(domain):
-        shown = sum(s.node in ("show_results", "show_suggestions") for s in w.steps)
-        assert len(w.pages) == shown <= 3
+        since = 0
+        for s in w.user_steps():
+            if s.intent in ("add_for_compare", "remove_from_comparison"):
+                since = 0
+            elif s.intent in ("search_product", "suggest_product"):
+                assert since == 0 or s.info.get("rule") == "find_a_product_first", w.id
+                since += 1
+        several += sum(s.intent in SEARCHES[domain] for s in w.user_steps()) >= 2
+    assert several > 0.5 * N_WALKS  # later searches look for further products
+
+
+def test_more_results_limits(domain, walks_of):
+    # path_generation.py:219-222 / ecom_path_generation.py:176-181: more_results only while fewer
+    # than 2 show_results pages were shown (cooking suggestion pages do not count)
+    counts = Counter()
+    for w in walks_of(domain):
+        shown = 0
+        for s in w.steps:
+            if s.intent == "more_results":
+                assert shown < 2, w.id
+            shown += s.node == "show_results"
+        counts[sum(s.intent == "more_results" for s in w.user_steps())] += 1
+        assert len(w.pages) == sum(s.node in ("show_results", "show_suggestions") for s in w.steps)
+    assert max(counts) == (2 if domain == "cooking" else 1)
+    assert G.walk_stats(walks_of(domain))["replaced"]["result_pages"] > 0  # more_results -> select_i
 
 
 def test_selections_point_at_pages_and_target(domain, walks_of, items_of):
     ids = {it.id for it in items_of(domain)}
     for w in walks_of(domain):
         flat = [x for page in w.pages for x in page]
-        assert len(flat) == len(set(flat)) and set(flat) <= ids and all(len(p) == 3 for p in w.pages)
+        assert set(flat) <= ids and all(len(p) == 3 for p in w.pages)
+        others = [x for x in flat if x not in w.targets]
+        assert len(others) == len(set(others))  # no distractor twice
+        query_of = {s.state["page"]: s.state["query"] for s in w.steps if s.node in ("show_results", "show_suggestions")}
+        for q in set(query_of.values()):  # each query's item is on its pages once
+            shown = [x for p, page in enumerate(w.pages) if query_of[p] == q for x in page]
+            assert shown.count(w.targets[q - 1]) == 1, w.id
         if w.pages:
-            assert flat.count(w.target) == 1
+            assert w.targets[0] == w.target and w.target in flat
         selects = [s for s in w.steps if s.intent == "select_i"]
         for s in selects:
             assert 1 <= s.slots["selection"] <= 3
             assert w.pages[s.state["page"]][s.slots["selection"] - 1] == s.state["selected"]
         if selects:
             assert selects[0].state["selected"] == w.target
+        for s in selects:  # the first selection after a query picks that query's item
+            before = [x for x in selects if x.state["query"] == s.state["query"]]
+            if before[0] is s:
+                assert s.state["selected"] == w.targets[s.state["query"] - 1], w.id
         if domain == "cooking":
             assert len(selects) <= 1
 
@@ -360,7 +418,7 @@ def test_cart_and_comparison_rules(walks_of, items_of):
                 assert cart, f"{w.id}: remove_from_cart with an empty cart"
                 cart.remove(s.info["removed"])
             elif s.intent == "remove_from_comparison":
-                assert compare
+                assert len(compare) >= 2, f"{w.id}: remove_from_comparison with {len(compare)} item(s)"
                 compare.remove(s.info["removed"])
             elif s.intent == "buy_cart":
                 assert cart, f"{w.id}: buy_cart with an empty cart"
@@ -390,6 +448,9 @@ def test_every_rule_was_exercised_by_masking(domain, walks_of):
             continue  # the shipped graph never offers the edge: see test_structural_rule_masks_an_added_edge
         if rule.name == "goto_real_step":
             continue  # every seed recipe has >= 2 steps: see test_goto_step_masked_for_a_one_step_recipe
+        if rule.kind == "replace" or rule.params.get("instead"):
+            assert G.walk_stats(walks_of(domain))["replaced"].get(rule.name, 0) > 0, rule.name
+            continue
         assert masked.get(rule.name, 0) > 0, rule.name
     assert G.walk_stats(walks_of(domain))["stop_reasons"].get("dead_end", 0) == 0
 
@@ -399,7 +460,6 @@ def test_every_rule_was_exercised_by_masking(domain, walks_of):
 STRUCTURAL = {
     ("cooking", "one_search"): ("option_selected", "search_recipe"),
     ("cooking", "step_bounds"): ("no_more_steps", "next_step"),
-    ("ecommerce", "compare_not_empty"): ("option_selected", "remove_from_comparison"),
 }
 
 
@@ -417,8 +477,6 @@ def test_structural_rule_masks_an_added_edge(domain_rule, items_of, tmp_path):
             assert sum(n in SEARCHES[domain] for n in nodes) <= 1
         elif rule == "step_bounds":
             assert all(not (a.state["finished"] and b.node == "next_step") for a, b in zip(w.steps, w.steps[1:]))
-        else:
-            assert all(a.state["compare"] for a, b in zip(w.steps, w.steps[1:]) if b.node == "remove_from_comparison")
     if rule == "one_search":  # relaxing the rule in the data gives second searches
         raw["constraints"]["rules"][0]["max"] = 2
         walks = G.sample_walks(G.load_graph(write_graph(raw, tmp_path)), 300, 0, items_of(domain))
@@ -450,18 +508,30 @@ def test_same_walks_in_another_process(shared_data, items_of, root):
     assert out == hashlib.sha256(json.dumps([w.to_dict() for w in here]).encode()).hexdigest()
 
 
-def test_opening_intent_frequencies_match_weights(domain, items_of):
+def test_opening_intent_frequencies_match_weights(domain, items_of, tmp_path):
+    """First user turn = start edge, then the pre-selection replace rule (prob p, uniform over
+    its `by` nodes). Dropped intents are kept in a copy of the graph so that the first drawn
+    turn is the first turn of the walk."""
     n = 3000
-    g = G.load_graph(domain)
+    raw = raw_graph(domain)
+    for spec in raw["intents"].values():
+        (spec or {}).pop("drop", None)
+    g = G.load_graph(write_graph(raw, tmp_path))
     walks = G.sample_walks(g, n, 2024, items_of(domain))
     first = Counter(w.user_steps()[0].intent for w in walks)
     weights = {e.to: e.weight for e in g.nodes[g.start].next}
     total = sum(weights.values())
+    rule = next(r for r in g.rules if r.kind == "replace" and r.params["when"] == {"selected": False})
+    expected = Counter()
     for node, w in weights.items():
-        p = w / total
+        moved = w / total * rule.params["prob"] if node in rule.nodes else 0.0
+        expected[node] += w / total - moved
+        for b in rule.params["by"]:
+            expected[b] += moved / len(rule.params["by"])
+    for node, p in expected.items():
         band = 4 * math.sqrt(p * (1 - p) / n)  # 4-sigma binomial band
         assert abs(first[g.nodes[node].intent] / n - p) < band, (node, first[node] / n, p)
-    assert set(first) == {g.nodes[x].intent for x in weights}
+    assert set(first) == {g.nodes[x].intent for x in expected}
 
 
 def test_targets_cycle_through_the_seeds(items_of):
@@ -471,7 +541,7 @@ def test_targets_cycle_through_the_seeds(items_of):
 
 
 def test_custom_pager_and_bad_inputs(items_of):
-    g, items = G.load_graph("ecommerce"), items_of("ecommerce")
+    g, items = G.load_graph("cooking"), items_of("cooking")  # one query per walk
     ordered = sorted(it.id for it in items)
 
     def first_ids(target, k, rng):
@@ -481,10 +551,10 @@ def test_custom_pager_and_bad_inputs(items_of):
         assert [x for p in w.pages for x in p if x != w.target] == [i for i in ordered if i != w.target][:3 * len(w.pages) - 1]
     with pytest.raises(G.SeedError, match="distinct non-target ids"):
         G.sample_walks(g, 5, 1, items, pager=lambda t, k, rng: [t.id] * k)
-    with pytest.raises(G.SeedError, match="the graph needs Recipe seeds"):
-        G.sample_walks(G.load_graph("cooking"), 1, 0, items)
+    with pytest.raises(G.SeedError, match="the graph needs Product seeds"):
+        G.sample_walks(G.load_graph("ecommerce"), 1, 0, items)
     with pytest.raises(G.SeedError, match="catalog has only 2 items"):
-        G.sample_walks(g, 50, 0, items[:2])
+        G.sample_walks(G.load_graph("ecommerce"), 50, 0, items_of("ecommerce")[:2])
 
 
 def test_walk_stats_and_jsonl_round_trip(domain, walks_of, tmp_path):

@@ -27,8 +27,10 @@ import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+from .errors import read_json_file
 
 from irrepro.java import import_pyserini
+from irrepro.progress import progress
 from irrepro.utils import atomic_path
 
 log = logging.getLogger("irrepro.bm25")
@@ -45,11 +47,12 @@ def _docid_key(docid: str) -> tuple[int, int, str]:
     return (0, int(docid), docid) if docid.isdigit() else (1, 0, docid)
 
 
-def _write_jsonl(docs: Iterable[tuple[str, str]], out_path: PathLike) -> int:
+def _write_jsonl(docs: Iterable[tuple], out_path: PathLike) -> int:
+    """``(docid, contents)`` or ``(docid, contents, extra fields)`` per line, atomically."""
     n = 0
     with atomic_path(out_path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as out:
-        for docid, text in docs:
-            out.write(json.dumps({"id": docid, "contents": text}, ensure_ascii=False))
+        for docid, text, *extra in docs:
+            out.write(json.dumps({"id": docid, "contents": text, **(extra[0] if extra else {})}, ensure_ascii=False))
             out.write("\n")
             n += 1
     return n
@@ -70,8 +73,7 @@ def write_corpus_from_rankllm(json_paths: list[str], out_path: str) -> int:
     docs: dict[str, tuple[str, str]] = {}  # docid -> (content, first file seen in)
     for path in json_paths:
         path = str(path)
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+        data = read_json_file(path)
         if not isinstance(data, list):
             raise ValueError(f"{path}: expected a JSON list of {{query, hits}} objects")
         n_hits = 0
@@ -137,9 +139,63 @@ def _iter_msmarco_tsv(tsv_path: str) -> Iterable[tuple[str, str]]:
             yield pid, text
 
 
-def write_corpus_from_msmarco_tsv(tsv_path: str, out_path: str) -> int:
+def _iter_tevatron_corpus(path: str) -> Iterable[tuple[int, str, str, str]]:
+    """``(lineno, docid, title, text)`` of ``Tevatron/msmarco-passage-corpus``'s
+    ``corpus.jsonl.gz`` (one ``{"docid", "title", "text"}`` per line)."""
+    import gzip
+
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            try:
+                rec = json.loads(line)
+                docid, title, text = str(rec["docid"]), rec.get("title") or "", rec["text"]
+                if not isinstance(text, str) or not isinstance(title, str):
+                    raise TypeError("'title' and 'text' must be strings")
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise ValueError(f"{path}:{lineno}: expected a JSON object with 'docid', 'title', 'text' ({exc})") from None
+            yield lineno, docid, title, text
+
+
+def with_titles(docs: Iterable[tuple[str, str]], titles_path: str, stats: dict | None = None) -> Iterable[tuple]:
+    """Attach the titled corpus's title to every ``(pid, text)`` of ``collection.tsv``.
+
+    Both files list the 8.8M passages in the same order, so they are read in lockstep
+    (no 8.8M-entry table in memory); a docid out of step, or a count that differs, raises
+    ValueError naming the file and line. Yields ``(pid, text, {"title": title})``, plus
+    ``"text"`` (the titled corpus's text) where it differs from ``collection.tsv``'s after
+    the same trailing-whitespace strip: ``contents`` stays the text BM25 indexes, the
+    reranker reads the titled corpus's text and title, as the training data has them.
+    ``stats`` (if given) receives ``{"titled", "text_differs"}`` counts.
+    """
+    counts = {"titled": 0, "text_differs": 0}
+    tev = _iter_tevatron_corpus(titles_path)
+    for pid, text in docs:
+        try:
+            lineno, docid, title, ttext = next(tev)
+        except StopIteration:
+            raise ValueError(f"{titles_path}: ends before passage {pid} of the collection") from None
+        if docid != pid:
+            raise ValueError(f"{titles_path}:{lineno}: docid {docid!r} where the collection has {pid!r} "
+                             "(the two files must list the passages in the same order)")
+        extra = {"title": title}
+        ttext = ttext.rstrip()
+        if ttext != text:
+            extra["text"] = ttext
+            counts["text_differs"] += 1
+        counts["titled"] += bool(title.replace("-", " ").strip())
+        yield pid, text, extra
+    for lineno, docid, *_ in tev:
+        raise ValueError(f"{titles_path}:{lineno}: docid {docid!r} is not in the collection (extra passages)")
+    if stats is not None:
+        stats.update(counts)
+
+
+def write_corpus_from_msmarco_tsv(tsv_path: str, out_path: str, titles_path: str | None = None) -> int:
     """Convert MS MARCO ``collection.tsv`` (``pid<TAB>passage``; or the ``collection.tar.gz``
-    holding it) to JsonCollection JSONL.
+    holding it) to JsonCollection JSONL; with ``titles_path`` (the titled Tevatron corpus,
+    the training data's passages) every line also carries ``"title"`` (and ``"text"`` where
+    that corpus's text differs), see :func:`with_titles`. BM25 indexes ``contents`` only.
 
     Streams the file (8.8M lines for the full collection), keeping the file's order. Text
     is kept as in the file except trailing whitespace, which is stripped exactly like
@@ -160,8 +216,13 @@ def write_corpus_from_msmarco_tsv(tsv_path: str, out_path: str) -> int:
             yield pid, text
 
     t0 = time.perf_counter()
-    n = _write_jsonl(checked(), out_path)
+    stats: dict = {}
+    docs = checked() if titles_path is None else with_titles(checked(), str(titles_path), stats)
+    n = _write_jsonl(docs, out_path)
     log.info("wrote %d passages from %s to %s in %.1f s", n, tsv_path, out_path, time.perf_counter() - t0)
+    if titles_path is not None:
+        log.info("titles from %s: %d passages with a title, %d whose text differs from the collection's (kept as "
+                 "'text' for the reranker)", titles_path, stats.get("titled", 0), stats.get("text_differs", 0))
     return n
 
 
@@ -174,6 +235,35 @@ def _count_lines(path: PathLike) -> int | None:
         return None
     with open(path, "rb") as fh:
         return sum(1 for line in fh if line.strip())
+
+
+@contextlib.contextmanager
+def _indexing_progress(indexer: Any, expected: int | None):
+    """Report Anserini's live document counters while ``indexer.run()`` blocks (pyjnius releases
+    the GIL during Java calls, so a Python thread can poll the thread-safe counters)."""
+    stop = threading.Event()
+
+    def poll() -> None:
+        from jnius import detach
+
+        try:
+            counters = indexer.getCounters()
+            with progress(desc="indexing", total=expected, unit="docs") as bar:
+                while True:
+                    done = sum(int(getattr(counters, k).get()) for k in ("indexed", "empty", "unindexable", "skipped"))
+                    bar.update(done - bar.n)
+                    if stop.wait(1.0):
+                        break
+        finally:
+            detach()  # a Python thread that touched the JVM must leave it before it ends
+
+    thread = threading.Thread(target=poll, name="index-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def build_index(corpus_jsonl: str, index_dir: str, threads: int) -> None:
@@ -223,7 +313,8 @@ def build_index(corpus_jsonl: str, index_dir: str, threads: int) -> None:
         args.optimize = True
         args.quiet = True
         indexer = IndexCollection(args)
-        indexer.run()
+        with _indexing_progress(indexer, expected):
+            indexer.run()
         c = indexer.getCounters()
         counts = {k: int(getattr(c, k).get()) for k in ("indexed", "empty", "unindexable", "skipped", "errors")}
         log.info("indexed %s in %.1f s: %s", corpus, time.perf_counter() - t0, counts)
@@ -256,6 +347,9 @@ def prebuilt_index_path(name: str) -> str:
 
 
 # ----------------------------------------------------------------------------- search
+_SEARCH_CHUNK = 500  # queries per batch_search call (progress granularity)
+
+
 def search(
     index_dir: str,
     topics: Mapping[str, str],
@@ -276,7 +370,13 @@ def search(
     searcher = lucene.LuceneSearcher(str(index_dir))
     try:
         searcher.set_bm25(float(k1), float(b))
-        hits = searcher.batch_search(queries, qids, k=int(k), threads=int(threads))
+        hits = {}
+        # chunks of queries only to report progress: each query's hits do not depend on the others
+        with progress(desc=f"BM25 top-{k}", total=len(qids), unit="queries") as bar:
+            for i in range(0, len(qids), _SEARCH_CHUNK):
+                hits.update(searcher.batch_search(queries[i:i + _SEARCH_CHUNK], qids[i:i + _SEARCH_CHUNK],
+                                                  k=int(k), threads=int(threads)))
+                bar.update(len(qids[i:i + _SEARCH_CHUNK]))
     finally:
         searcher.close()
     run: Run = {}

@@ -24,6 +24,8 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
+from .yamlio import load_yaml
+
 from irrepro.utils import atomic_path, sha256_file
 
 log = logging.getLogger("irrepro.download")
@@ -38,10 +40,15 @@ BACKOFF = 2.0  # seconds; doubled after each failed attempt
 PROGRESS_MIN_BYTES = 20 << 20  # show a progress bar above this size
 CHUNK = 1 << 20
 
-_HEX = {"sha256": re.compile(r"[0-9a-f]{64}"), "md5": re.compile(r"[0-9a-f]{32}")}
+_HEX = {"sha256": re.compile(r"[0-9a-f]{64}"), "md5": re.compile(r"[0-9a-f]{32}"),
+        "git_blob": re.compile(r"[0-9a-f]{40}")}
+# Checksum kinds in order of preference. `git_blob` is git's object id of the file's bytes,
+# sha1(b"blob <size>\0" + bytes): what a GitHub tree listing publishes for every file, so a
+# file of a pinned commit can be verified when nobody published its sha256.
+CHECKSUM_KINDS = ("sha256", "md5", "git_blob")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _REQUIRED = ("name", "mirror", "dest", "profiles")
-_OPTIONAL = ("url", "sha256", "md5", "size", "hf_dataset")
+_OPTIONAL = ("url", "sha256", "md5", "git_blob", "size", "hf_dataset")
 _HF_KEYS = ("repo_id", "revision", "filename")
 
 
@@ -69,16 +76,16 @@ class Source:
     url: str | None = None
     sha256: str | None = None
     md5: str | None = None
+    git_blob: str | None = None
     size: int | None = None
     hf_dataset: HFDataset | None = field(default=None)
 
     @property
     def checksum(self) -> tuple[str, str] | None:
-        """(algorithm, hex digest) of the pinned checksum, sha256 preferred."""
-        if self.sha256:
-            return "sha256", self.sha256
-        if self.md5:
-            return "md5", self.md5
+        """(algorithm, hex digest) of the pinned checksum, in :data:`CHECKSUM_KINDS` order."""
+        for algo in CHECKSUM_KINDS:
+            if getattr(self, algo):
+                return algo, getattr(self, algo)
         return None
 
 
@@ -110,7 +117,7 @@ def _parse_entry(i: int, raw: object) -> Source:
         raise SourcesError(f"{where}: 'profiles' must be a list drawn from {PROFILES}, got {profiles!r}")
 
     sums = {}
-    for algo in ("sha256", "md5"):
+    for algo in CHECKSUM_KINDS:
         if raw.get(algo) is not None:
             value = str(raw[algo]).lower()
             if not _HEX[algo].fullmatch(value):
@@ -129,8 +136,8 @@ def _parse_entry(i: int, raw: object) -> Source:
 
     if not sums and not (hf and _COMMIT.fullmatch(hf.revision)):
         raise SourcesError(
-            f"{where}: missing key 'sha256' (no checksum pinned; only an hf_dataset pinned "
-            "to a 40-hex commit may go without one)"
+            f"{where}: missing key 'sha256' (no checksum pinned: give sha256, or md5 / git_blob where no "
+            "sha256 is published; only an hf_dataset pinned to a 40-hex commit may go without one)"
         )
     size = raw.get("size")
     if size is not None and (not isinstance(size, int) or size < 0):
@@ -144,6 +151,7 @@ def _parse_entry(i: int, raw: object) -> Source:
         url=raw.get("url"),
         sha256=sums.get("sha256"),
         md5=sums.get("md5"),
+        git_blob=sums.get("git_blob"),
         size=size,
         hf_dataset=hf,
     )
@@ -152,8 +160,7 @@ def _parse_entry(i: int, raw: object) -> Source:
 def load_sources(path: str | os.PathLike | None = None) -> list[Source]:
     """Read and validate the source registry (default: the packaged sources.yaml)."""
     path = Path(path) if path else SOURCES_YAML
-    with open(path, encoding="utf-8") as fh:
-        data = yaml.safe_load(fh) or {}
+    data = load_yaml(path) or {}
     entries = data.get("sources") if isinstance(data, dict) else None
     if not isinstance(entries, list):
         raise SourcesError(f"{path}: expected a top-level 'sources:' list")
@@ -182,9 +189,20 @@ def mirror_dirs(mirrors: list[str] | tuple[str, ...] | None = None) -> list[Path
     return out
 
 
+def git_blob_id(path: str | os.PathLike) -> str:
+    """Git's object id of the file's bytes: sha1(b"blob <size>\\0" + bytes), hex."""
+    h = hashlib.sha1(b"blob %d\0" % Path(path).stat().st_size)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _digest(path: Path, algo: str) -> str:
     if algo == "sha256":
         return sha256_file(path)
+    if algo == "git_blob":
+        return git_blob_id(path)
     h = hashlib.new(algo)
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(CHUNK), b""):

@@ -34,8 +34,10 @@ import re
 import warnings
 from typing import Mapping, Sequence
 
+from .significance import apply_correction, correction_phrase
 from .trec import ranked, read_qrels, read_run
 from .utils import atomic_path, log
+from .checks import judged_coverage
 
 __all__ = [
     "metric_names",
@@ -194,6 +196,7 @@ def evaluate_to_files(
     rel_levels: Mapping[str, int] | int,
     out_json: PathLike,
     out_perquery_tsv: PathLike,
+    min_judged_fraction: float = 0.0,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Evaluate run files and write the metrics JSON and the per-query TSV, atomically.
 
@@ -202,6 +205,8 @@ def evaluate_to_files(
     int). Writes ``out_json`` = ``{run_name: {dataset: {metric: value}}}`` with values
     rounded to 4 decimals (DVC metrics), and ``out_perquery_tsv`` with header
     ``run dataset metric qid value`` (tab-separated, 6 decimals). Returns the JSON dict.
+    A run answering fewer than ``min_judged_fraction`` of the judged queries is an error
+    naming it (:func:`irrepro.checks.judged_coverage`); fewer than all is a warning.
     """
     qrels_cache: dict[str, dict] = {}
     result: dict[str, dict[str, dict[str, float]]] = {}
@@ -214,7 +219,10 @@ def evaluate_to_files(
                 qrels_cache[dataset] = read_qrels(qrels[dataset])
             ds_metrics = list(_per_dataset(metrics, dataset, "metrics"))
             level = _per_dataset(rel_levels, dataset, "rel_level")
-            agg, per_query = evaluate_run(qrels_cache[dataset], read_run(run_path), ds_metrics, level)
+            run = read_run(run_path)
+            # an empty, unjudged or truncated run is an error, not a row of zeros (issue 12)
+            judged_coverage(run, qrels_cache[dataset], run_path, min_judged_fraction)
+            agg, per_query = evaluate_run(qrels_cache[dataset], run, ds_metrics, level)
             result.setdefault(run_name, {})[dataset] = {m: round(v, 4) for m, v in agg.items()}
             log.info("%s on %s: %s", run_name, dataset, ", ".join(f"{m}={v:.4f}" for m, v in agg.items()))
             for metric, values in per_query.items():
@@ -237,6 +245,7 @@ def compare(
     rel_level: int = 1,
     n_permutations: int = 1000,
     random_seed: int = 42,
+    correction: str = "none",
 ) -> dict:
     """Compare runs on the same judged queries with paired significance tests (``ranx.compare``).
 
@@ -250,7 +259,11 @@ def compare(
          "win_tie_loss": {run: {other: {metric: {"W": int, "T": int, "L": int}}}}}
 
     (W/T/L count queries where ``run`` beats / ties / loses to ``other``.) A p-value is NaN
-    when the two runs' per-query scores are identical.
+    when the two runs' per-query scores are identical. ``correction`` (``bh``, ``by``, ``holm``,
+    ``none``) adjusts the p-values over all pairs of runs per metric
+    (:func:`irrepro.significance.apply_correction`: ``p_values`` are then the adjusted ones,
+    ``p_values_raw`` the test's, ``significant`` is adjusted p <= ``max_p``); the result also
+    carries ``rel_level`` and ``correction``.
     """
     import ranx
 
@@ -283,6 +296,7 @@ def compare(
         "metrics": list(metrics),
         "runs": run_names,
         "n_queries": len(ranx_qrels),
+        "rel_level": rel_level,
         "scores": {},
         "p_values": {},
         "significant": {},
@@ -298,12 +312,13 @@ def compare(
             out["p_values"][a][b] = {to_user[m]: float(cmp[m]["p_value"]) for m in names}
             out["significant"][a][b] = {to_user[m]: bool(cmp[m]["significant"]) for m in names}
             out["win_tie_loss"][a][b] = {to_user[m]: dict(report.win_tie_loss[(a, b)][m]) for m in names}
-    return out
+    return apply_correction(out, correction)
 
 
 def comparison_table(result: Mapping) -> str:
     """Markdown table of a :func:`compare` result: mean per run and metric, followed by the
-    runs it is significantly better than (p <= max_p) in brackets."""
+    runs it is significantly better than (p <= max_p, after the result's correction) in
+    brackets; the note under the table names the test and the correction."""
     metrics = result["metrics"]
     lines = [
         "| run | " + " | ".join(metrics) + " |",
@@ -320,7 +335,6 @@ def comparison_table(result: Mapping) -> str:
             ]
             cells.append(f"{score:.4f}" + (f" (> {', '.join(better)})" if better else ""))
         lines.append(f"| {a} | " + " | ".join(cells) + " |")
-    test = "paired t-test" if result["stat_test"] == "student" else "Fisher randomisation test"
     lines.append("")
-    lines.append(f"(> x): significantly better than x, {test}, p <= {result['max_p']}, {result['n_queries']} queries.")
+    lines.append(f"(> x): significantly better than x; {correction_phrase(result)}.")
     return "\n".join(lines) + "\n"

@@ -77,10 +77,13 @@ CONFIG_RE = re.compile(r"^(?P<family>llama|mistral|pythia)-r(?P<rank>[0-9]+)-(?P
 MINI_NOTE = ("mini profile: tiny models (a few layers, built and fine-tuned locally on CPU) reranking a "
              "9.7k-passage sub-collection. Real measurements of small models, not comparable with the "
              "paper's 7B-model numbers.")
-SYNTOD_COLUMNS = ("domain", "method", "test_set", "metric", "value", "n")
-SYNTOD_METRICS = ("intent_acc", "slot_f1", "relevance_mean")
+SYNTOD_COLUMNS = ("domain", "method", "test_set", "scorer", "metric", "value", "n")
+# panels "<scorer>/<metric>": strict = the project's scorer, original = the SynTOD release's
+SYNTOD_METRICS = ("strict/intent_acc", "original/intent_acc", "strict/slot_f1", "original/slot_macro_f1",
+                  "strict/relevance_mean")
 SYNTOD_METHODS = ("graph", "naive")
 SYNTOD_LABELS = {"intent_acc": "intent accuracy", "intent_macro_f1": "intent macro F1", "slot_f1": "slot F1",
+                 "slot_macro_f1": "slot F1 (macro)", "slot_micro_f1": "slot F1 (micro)",
                  "relevance_mean": "relevance (0-2)"}
 SYNTOD_METHOD_LABELS = {"graph": "graph\n(state walks)", "naive": "naive\n(one prompt)"}
 SYNTOD_MINI_NOTE = ("mini profile: offline template simulator (no LLM) as generator, heuristic token-overlap judge "
@@ -170,7 +173,9 @@ def load_report(metrics_paths: Iterable[str | os.PathLike], profile: str,
     prints) as a DataFrame, and its notes ``{number: reason}`` for the n/a rows."""
     from .report import REPORT_COLUMNS, check_references, load_metrics, table_rows
 
-    checks = check_references(load_metrics(list(metrics_paths)), references, profile)
+    from .params import route
+
+    checks = check_references(load_metrics(list(metrics_paths)), references, route(profile))
     rows, notes = table_rows(checks)
     reasons = {c.condition: c.reason for c in checks}
     return pd.DataFrame(rows, columns=list(REPORT_COLUMNS)), {k: reasons[cond] for cond, k in notes.items()}
@@ -517,9 +522,11 @@ def report_table(rows: pd.DataFrame, notes: Mapping[int, str], profile: str) -> 
 
 # --------------------------------------------------------------------------- (f) SynTOD graph vs naive
 def load_syntod(path: str | os.PathLike) -> pd.DataFrame:
-    """Load syntod-collect's tidy TSV (domain method test_set metric value n); an empty value
-    (a metric undefined for that test set) becomes NaN."""
+    """Load syntod-collect's tidy TSV (domain method test_set scorer metric value n); an empty
+    value (a metric undefined for that test set) becomes NaN. Adds ``panel`` =
+    ``<scorer>/<metric>``, the key the SynTOD figure functions select by."""
     df = _read_tsv(path, SYNTOD_COLUMNS)
+    df["panel"] = df["scorer"] + "/" + df["metric"]
     df["value"] = _numeric(df, "value", path, allow_empty=True)
     df["n"] = _numeric(df, "n", path, integer=True)
     log.info("loaded %d SynTOD rows (%d domains, %d methods) from %s", len(df), df["domain"].nunique(),
@@ -527,19 +534,28 @@ def load_syntod(path: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
+def syntod_label(panel: str) -> str:
+    """Axis label of a ``<scorer>/<metric>`` panel, e.g. "intent accuracy (original)"."""
+    scorer, _, metric = panel.rpartition("/")
+    return f"{SYNTOD_LABELS.get(metric, metric)} ({scorer or 'strict'})"
+
+
 def _syntod_metrics(df: pd.DataFrame, metric: str | Sequence[str]) -> list[str]:
+    """The requested panels as ``<scorer>/<metric>`` (a bare metric means the strict scorer's)."""
     metrics = [metric] if isinstance(metric, str) else list(metric)
-    missing = [m for m in metrics if m not in set(df["metric"])]
+    metrics = [m if "/" in m else f"strict/{m}" for m in metrics]
+    missing = [m for m in metrics if m not in set(df["panel"])]
     if missing or not metrics:
         raise FigureInputError(f"{df.attrs.get('source', 'table')}: no rows for metric(s) {missing or metrics}; "
-                               f"metrics {sorted(df['metric'].unique())}")
+                               f"metrics {sorted(df['panel'].unique())}")
     return metrics
 
 
 def syntod_data(df: pd.DataFrame, metric: str | Sequence[str] = SYNTOD_METRICS) -> pd.DataFrame:
-    """The plotted numbers: one row per (domain, test set), one column per (metric, method)."""
+    """The plotted numbers: one row per (domain, test set), one column per (panel, method)
+    (panel = ``<scorer>/<metric>``)."""
     metrics = _syntod_metrics(df, metric)
-    sel = df[df["metric"].isin(metrics)]
+    sel = df[df["panel"].isin(metrics)].rename(columns={"metric": "metric_name", "panel": "metric"})
     table = sel.pivot_table(index=["domain", "test_set"], columns=["metric", "method"], values="value",
                             aggfunc="first", dropna=False, sort=False)
     methods = [m for m in SYNTOD_METHODS if m in set(sel["method"])] + sorted(set(sel["method"]) - set(SYNTOD_METHODS))
@@ -548,11 +564,12 @@ def syntod_data(df: pd.DataFrame, metric: str | Sequence[str] = SYNTOD_METRICS) 
 
 def syntod_comparison(df: pd.DataFrame, metric: str | Sequence[str], profile: str) -> Figure:
     """(f) graph vs naive SynTOD TOD models: grouped bars (one per method) per test set, one row
-    of panels per metric (e.g. :data:`SYNTOD_METRICS`), one column per domain; the bar labels
-    give the number of scored turns / judged responses. A missing value leaves a gap."""
+    of panels per ``<scorer>/<metric>`` (e.g. :data:`SYNTOD_METRICS`; scorers ``strict`` and
+    ``original``), one column per domain; the bar labels give the number of scored turns /
+    judged responses. A missing value leaves a gap."""
     metrics = _syntod_metrics(df, metric)
     table = syntod_data(df, metrics)
-    counts = df[df["metric"].isin(metrics)].set_index(["domain", "test_set", "metric", "method"])["n"]
+    counts = df[df["panel"].isin(metrics)].set_index(["domain", "test_set", "panel", "method"])["n"]
     domains = list(dict.fromkeys(table.index.get_level_values("domain")))
     methods = list(dict.fromkeys(table.columns.get_level_values("method")))
     width = 0.8 / len(methods)
@@ -573,9 +590,9 @@ def syntod_comparison(df: pd.DataFrame, metric: str | Sequence[str], profile: st
                 ax.bar_label(bars, labels, fontsize="xx-small", padding=1)
             ax.set_xticks(x, [str(ts).replace("_", "\n") for ts in part.index])
             ax.set_xlabel("test set")
-            ax.set_ylabel(SYNTOD_LABELS.get(m, m))
-            ax.set_title(f"{domain}: {SYNTOD_LABELS.get(m, m)}")
-            top = 2.0 if m == "relevance_mean" else 1.0
+            ax.set_ylabel(syntod_label(m))
+            ax.set_title(f"{domain}: {syntod_label(m)}")
+            top = 2.0 if m.endswith("/relevance_mean") else 1.0
             ax.set_ylim(0, top * 1.12)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right center", title="training data\ngenerator", fontsize="small")
@@ -584,6 +601,28 @@ def syntod_comparison(df: pd.DataFrame, metric: str | Sequence[str], profile: st
 
 
 # --------------------------------------------------------------------------- papermill
+_TIMING_KEYS = ("start_time", "end_time", "duration")
+
+
+def _move_timings_to_sidecar(nb) -> None:
+    """Same inputs, same bytes: drop the run's clock readings from the executed notebook
+    (papermill's start/end/duration per notebook and cell, nbclient's ``execution``
+    timestamps) and record them in the run sidecar's ``notebook`` section instead; name the
+    injected parameters cell ``injected-parameters`` instead of papermill's random id."""
+    from . import sidecar
+
+    pm_meta = nb.metadata.get("papermill", {})
+    timings = {"notebook": {k: pm_meta.pop(k, None) for k in _TIMING_KEYS}, "cells": []}
+    for cell in nb.cells:
+        cell_pm = cell.get("metadata", {}).get("papermill", {})
+        timings["cells"].append({k: cell_pm.pop(k, None) for k in _TIMING_KEYS})
+        cell.get("metadata", {}).pop("execution", None)
+        # papermill gives the cell it injects a random id (the notebook's own cells keep theirs)
+        if "injected-parameters" in cell.get("metadata", {}).get("tags", []) and "id" in cell:
+            cell["id"] = "injected-parameters"
+    sidecar.record("notebook", timings)
+
+
 def run_notebook(notebook: str | os.PathLike, out_notebook: str | os.PathLike, parameters: Mapping,
                  kernel_name: str = "irrepro", cwd: str | os.PathLike | None = None) -> Path:
     """Execute ``notebook`` with papermill on the named kernel; write the executed notebook to
@@ -609,6 +648,7 @@ def run_notebook(notebook: str | os.PathLike, out_notebook: str | os.PathLike, p
         raise RuntimeError(f"{notebook}: cell {exc.exec_count} failed: {exc.ename}: {exc.evalue}\n"
                            f"papermill: {str(exc).strip()}") from exc
     nb.metadata.papermill["output_path"] = str(out)
+    _move_timings_to_sidecar(nb)
     with atomic_path(out) as tmp:
         nbformat.write(nb, str(tmp))
     log.info("executed notebook written to %s", out)

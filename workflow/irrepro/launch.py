@@ -38,10 +38,13 @@ def launch_command(argv: Sequence[str], launcher: str, nproc: int, python: str =
     if launcher == "none" or nproc <= 1 or in_distributed_child():
         return None
     if launcher == "torchrun":
+        # "--": without it the launcher's argparse reads our options as its own abbreviations
+        # (`--log` is ambiguous with torchrun's --log-dir/--logs-specs and the launch fails; found by
+        # the rehearsal); both launchers drop the "--" before the module's arguments
         return [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                "-m", "irrepro", *argv]
+                "-m", "irrepro", "--", *argv]
     return [python, "-m", "accelerate.commands.launch", "--multi_gpu" if _has_cuda() else "--cpu",
-            f"--num_processes={nproc}", "--num_machines=1", "-m", "irrepro", *argv]
+            f"--num_processes={nproc}", "--num_machines=1", "-m", "irrepro", "--", *argv]
 
 
 def _has_cuda() -> bool:

@@ -25,7 +25,10 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from .yamlio import load_yaml
+
 from .utils import atomic_path
+from .errors import read_json_file
 
 __all__ = [
     "Check",
@@ -39,6 +42,7 @@ __all__ = [
     "REPORT_COLUMNS",
     "metrics_table",
     "write_report",
+    "deviations_section",
 ]
 
 MetricsJson = Mapping[str, Mapping[str, Mapping[str, float]]]
@@ -71,8 +75,7 @@ def _number(value: Any, where: str) -> float:
 def load_references(path: str | os.PathLike | None = None) -> dict:
     """Load and validate a references YAML (default: the packaged ``references.yaml``)."""
     path = Path(path) if path is not None else _default_references_path()
-    with open(path, encoding="utf-8") as fh:
-        refs = yaml.safe_load(fh)
+    refs = load_yaml(path)
     _validate_references(refs, str(path))
     return refs
 
@@ -126,8 +129,7 @@ def load_metrics(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> dict
         paths = [paths]
     merged: dict[str, dict[str, dict[str, float]]] = {}
     for path in paths:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+        data = read_json_file(path)
         for run, by_dataset in data.items():
             for dataset, by_metric in by_dataset.items():
                 slot = merged.setdefault(run, {}).setdefault(dataset, {})
@@ -242,14 +244,30 @@ def table_rows(checks: Iterable[Check]) -> tuple[list[dict[str, str]], dict[str,
     return rows, notes
 
 
+# What the rerankers read, per profile (irrepro.rerank.inputs; the paper's titled corpus: bm25.with_titles).
+RERANKER_INPUTS = {
+    "mini": "Reranker inputs: the authors' one-string format (`query:  {q} document:  {title} {p}`, joint "
+            "truncation to query_max_len + passage_max_len, no EOS); the mini passages (rank_llm's BM25 "
+            "result files) have no titles, so every mini pair, in training and in scoring, has an empty title.",
+    "paper": "Reranker inputs: the authors' one-string format (`query:  {q} document:  {title} {p}`, joint "
+             "truncation to 32 + 164 tokens, no EOS), with the titles of Tevatron/msmarco-passage-corpus in "
+             "scoring as in the training groups (Tevatron/msmarco-passage-aug).",
+}
+
+
 def build_report(
     metrics_json: MetricsJson,
     references: Mapping | str | os.PathLike | None,
     profile: str,
     *,
     include_all_metrics: bool = True,
+    deviations: list[Mapping] | None = None,
 ) -> str:
-    """Markdown reproduction report for ``profile`` (see module docstring)."""
+    """Markdown reproduction report for ``profile`` (see module docstring).
+
+    ``deviations``: the rows of the deviation registry
+    (:func:`irrepro.deviations.load_deviations`); when given (also when empty) the report
+    has a section "Deviations from the original code" (:func:`deviations_section`)."""
     refs = _as_references(references)
     checks = check_references(metrics_json, refs, profile)
     profile_text = " ".join(str(refs["profiles"][profile]).split())
@@ -259,6 +277,7 @@ def build_report(
         "",
         f"Profile **{profile}**: {profile_text}",
         "",
+        *([RERANKER_INPUTS[profile], ""] if profile in RERANKER_INPUTS else []),
         "| " + " | ".join(REPORT_COLUMNS) + " |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -285,9 +304,36 @@ def build_report(
                 if ref.get("note"):
                     out.append(f"  - {dataset} {metric}: {' '.join(str(ref['note']).split())}")
     out.append("")
+    if deviations is not None:
+        out += [deviations_section(deviations, profile)]
     if include_all_metrics and metrics_json:
         out += ["## All measured metrics", "", metrics_table(metrics_json)]
     return "\n".join(out).rstrip("\n") + "\n"
+
+
+_STUDIES = (("study1", "Study 1: LoRA rerankers"), ("syntod", "Study 2: SynTOD"))
+
+
+def deviations_section(rows: list[Mapping], profile: str) -> str:
+    """The section "Deviations from the original code": the registry's rows as one table per
+    study. The registry describes the **paper** profile, in either profile's report."""
+    from .deviations import markdown_table
+
+    out = ["## Deviations from the original code", "",
+           "Every known difference between the **paper** profile and the original code "
+           "(registry `workflow/irrepro/resources/deviations.yaml`; the original's file and line in "
+           "brackets; `switch` is the params.yaml key that selects the original behaviour)."]
+    if profile != "paper":
+        out.append(f"This table describes the paper profile; the {profile} profile differs from the "
+                   "originals further, by its scale (models, data and step counts in params.yaml).")
+    out.append("")
+    if not rows:
+        return "\n".join(out + ["No deviations registered.", ""])
+    for study, title in _STUDIES:
+        these = [r for r in rows if r["study"] == study]
+        if these:
+            out += [f"### {title}", "", markdown_table(these)]
+    return "\n".join(out)
 
 
 def write_report(report_text: str, out_path: str | os.PathLike) -> None:

@@ -58,8 +58,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096):
     """Byte-level BPE trained on ``texts``; pad differs from eos (see rerank.inputs).
 
     No prefix space is added (as in GPT-2 / Llama-3), so ``decode(encode(s)) == s`` for any
-    text, including non-ASCII and mojibake. No special tokens are added by ``__call__``:
-    ``rerank.inputs.encode_pair`` adds bos/eos itself. BPE training has no randomness, so
+    text, including non-ASCII and mojibake. No special tokens are added by ``__call__``, so
+    the reranker's inputs (``rerank.inputs``: the tokenizer's own special tokens) carry no
+    BOS in mini, as Pythia's in the paper. BPE training has no randomness, so
     the same texts give the same tokenizer.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -233,7 +234,9 @@ def build_base(family: str, tokenizer_dir: str | Path, corpus_jsonl: str | Path,
 
     ``out_dir`` receives the model (``save_pretrained``, safetensors), the tokenizer files
     of ``tokenizer_dir`` (copied byte for byte) and ``warmup.json``; it appears only if the
-    whole build succeeds. Returns the ``warmup.json`` dict.
+    whole build succeeds. Returns the ``warmup.json`` dict plus ``seconds`` (the build time,
+    which the file does not hold: same inputs, same bytes; it goes to the run sidecar's
+    ``base`` section, :mod:`irrepro.sidecar`).
     """
     _check_family(family)
     if seq_len > max_positions:
@@ -329,9 +332,12 @@ def build_base(family: str, tokenizer_dir: str | Path, corpus_jsonl: str | Path,
         for f in sorted(Path(tokenizer_dir).iterdir()):
             if f.is_file():
                 shutil.copyfile(f, tmp / f.name)
-        summary["seconds"] = round(time.perf_counter() - t0, 2)
         (tmp / "warmup.json").write_text(json.dumps(summary, indent=2) + "\n")
         _usual_modes(tmp)
+    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    from . import sidecar
+
+    sidecar.record("base", {"family": family, "seconds": summary["seconds"], "out": str(out_dir)})
     log.info("%s: LM loss %.4f -> %.4f in %d steps; saved %s (%.1f s)", family, init_loss, final_loss,
              warmup_steps, out_dir, summary["seconds"])
     return summary

@@ -21,6 +21,7 @@ Order: readers return dicts in file order; evaluation never depends on it (see
 from __future__ import annotations
 
 import math
+import logging
 import numbers
 import os
 from pathlib import Path
@@ -39,6 +40,7 @@ __all__ = [
 
 QRELS_ITER_VALUES = ("Q0", "0")
 RUN_ITER_VALUES = ("Q0", "0")
+log = logging.getLogger("irrepro.trec")
 
 
 class TrecFormatError(ValueError):
@@ -56,6 +58,9 @@ def _lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise TrecFormatError(path, 0, f"cannot read file: {exc.strerror or exc}") from exc
+    if data.startswith(b"\xef\xbb\xbf"):  # a byte-order mark would glue itself to the first qid
+        log.warning("%s: starts with a UTF-8 byte-order mark; ignored", path)
+        data = data[3:]
     for lineno, raw in enumerate(data.splitlines(), start=1):
         try:
             line = raw.decode("utf-8")

@@ -5,7 +5,7 @@
 rule ablate:
     input:
         code("study1/ablation.py", "study1/reranking.py", "rerank/ablate.py", "rerank/evaluate.py", "rerank/score.py",
-             "rerank/hub.py", "rerank/inputs.py", "rerank/targets.py"),
+             "rerank/hub.py", "rerank/inputs.py", "rerank/targets.py", "rerank/precision.py", "rerank/train.py"),
         base=BASE,
         adapters=LORA,
         raw=RAW,
@@ -20,12 +20,12 @@ rule ablate:
         dtype=P["rerank"]["dtype"],
         query_max_len=P["finetune"]["query_max_len"],
         passage_max_len=P["finetune"]["passage_max_len"],
-    threads: 1 if PROFILE == "mini" else 8
+    threads: 1 if ROUTE == "mini" else 8
     log:
         f"{LOGS}/ablate/{{family}}-r{{rank}}-{{targets}}.log",
     resources:
-        mem_mb=40000 if PROFILE == "paper" else 3000,
-        runtime=480 if PROFILE == "paper" else 15,
+        mem_mb=40000 if ROUTE == "paper" else 3000,
+        runtime=runtime("ablate"),
         gpu=GPU,
     conda:
         ENV
@@ -56,7 +56,7 @@ rule ablate_collect:
         f"{LOGS}/ablate_collect.log",
     resources:
         mem_mb=4000,
-        runtime=30,
+        runtime=runtime("ablate_collect"),
     conda:
         ENV
     shell:

@@ -11,8 +11,8 @@ rule index:
     log:
         f"{LOGS}/index.log",
     resources:
-        mem_mb=16000 if PROFILE == "paper" else 2000,
-        runtime=240 if PROFILE == "paper" else 10,
+        mem_mb=16000 if ROUTE == "paper" else 2000,
+        runtime=runtime("index"),
     conda:
         ENV
     shell:
@@ -34,8 +34,8 @@ rule bm25:
     log:
         f"{LOGS}/bm25.log",
     resources:
-        mem_mb=16000 if PROFILE == "paper" else 2000,
-        runtime=120 if PROFILE == "paper" else 10,
+        mem_mb=16000 if ROUTE == "paper" else 2000,
+        runtime=runtime("bm25"),
     conda:
         ENV
     shell:

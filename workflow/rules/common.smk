@@ -5,11 +5,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
-from irrepro.params import check_and_resolve
+from irrepro.params import check_and_resolve, route
+from irrepro.plan import check_runtimes, load_runtimes
 
 
 P = check_and_resolve(config, config.get("profile"), source="params.yaml (+ --config)")
 PROFILE = P["profile"]
+# mini | paper: the code route (the rehearsal profile runs the paper route); every scale branch uses it
+ROUTE = route(PROFILE)
+# Declared `runtime` (minutes) of each rule for each profile come from one table
+# (workflow/runtimes.yaml), also read
+# by `irrepro check-params`. A profile whose estimated job time (`irrepro plan`) exceeds a rule's
+# runtime is refused here, before any job runs; the error names the rule and both numbers.
+RUNTIMES = load_runtimes()
+check_runtimes(P, RUNTIMES)
 
 RAW = f"data/{PROFILE}/raw"
 CORPUS = f"data/{PROFILE}/corpus/corpus.jsonl"
@@ -27,7 +36,12 @@ RERANK_RUNS = f"runs/{PROFILE}/rerank"
 CHECKPOINTS_TSV = f"results/{PROFILE}/rerank_checkpoints.tsv"
 METRICS_RERANK = f"results/{PROFILE}/metrics/rerank.json"
 SIGNIFICANCE = f"results/{PROFILE}/rerank_significance.md"
+SIGNIFICANCE_TEX = f"results/{PROFILE}/rerank_significance.tex"
 FINAL_PLOT = f"results/{PROFILE}/plots/rerank_final.csv"
+# The authors' published adapters (rules/published.smk)
+PUBLISHED_PINS = f"models/{PROFILE}/published/PUBLISHED.json"
+PUBLISHED_RUNS = f"runs/{PROFILE}/published"
+PUBLISHED_TSV = f"results/{PROFILE}/published_checkpoints.tsv"
 GRID = [
     dict(family=f, rank=r, targets=t)
     for f in P["finetune"]["families"]
@@ -36,8 +50,9 @@ GRID = [
 ]
 CONFIGS = [f"{g['family']}-r{g['rank']}-{g['targets']}" for g in GRID]
 # Training knobs without the grid lists: adding a rank must not retrain the other configs.
-TRAIN_KNOBS = {k: v for k, v in P["finetune"].items() if k not in ("families", "ranks", "targets")}
-GPU = 1 if PROFILE == "paper" else 0
+# report_to only says where TensorBoard events go (logs/), not how to train.
+TRAIN_KNOBS = {k: v for k, v in P["finetune"].items() if k not in ("families", "ranks", "targets", "report_to")}
+GPU = 1 if ROUTE == "paper" else 0
 
 # Ablations: the configs of params `ablate` (a subset of the grid), at one checkpoint each.
 ABLATE_RUNS = f"runs/{PROFILE}/ablate"
@@ -50,6 +65,9 @@ METRICS_ABLATION = f"results/{PROFILE}/metrics/ablation.json"
 ABLATE_KNOBS = {k: v for k, v in P["ablate"].items() if k not in ("families", "ranks", "targets", "metric")}
 
 # Study 2: SynTOD, one walk set per domain, one generation / TOD model / evaluation per (domain, method).
+# The items the generator may use (train.jsonl) and the held-out test items (test.jsonl).
+SYN_ITEMS = f"data/{PROFILE}/syntod/{{domain}}/items"
+SYN_ITEM_STATS = f"results/{PROFILE}/metrics/syntod_items_{{domain}}.json"
 SYN_WALKS = f"data/{PROFILE}/syntod/{{domain}}/walks.jsonl"
 SYN_WALK_STATS = f"results/{PROFILE}/metrics/syntod_walks_{{domain}}.json"
 SYN_GEN = f"data/{PROFILE}/syntod/{{domain}}/{{method}}"
@@ -74,7 +92,7 @@ FIGURE_INPUTS = {
 }
 # Package modules each figure's notebook uses (besides irrepro.figures).
 FIGURE_CODE = {name: ["figures.py"] for name in FIGURE_INPUTS}
-FIGURE_CODE["reproduction_report"] += ["report.py", "resources/references.yaml"]
+FIGURE_CODE["reproduction_report"] += ["report.py", "resources/references.yaml", "deviations.py", "resources/deviations.yaml"]
 FIGURES = [f"{FIGURES_DIR}/{name}.{fmt}" for name in FIGURE_INPUTS for fmt in P["figures"]["formats"]]
 
 
@@ -95,3 +113,8 @@ ENV = "../../envs/environment.yaml"
 def code(*modules):
     """Package modules a rule depends on (DVC lists the same files as deps)."""
     return [f"{PKG}/{m}" for m in modules]
+
+
+def runtime(rule):
+    """The rule's declared runtime in minutes for this profile (workflow/runtimes.yaml)."""
+    return RUNTIMES[rule][ROUTE]

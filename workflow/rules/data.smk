@@ -10,7 +10,7 @@ rule download:
         f"{LOGS}/download.log",
     resources:
         mem_mb=1000,
-        runtime=120 if PROFILE == "paper" else 10,
+        runtime=runtime("download"),
     conda:
         ENV
     shell:
@@ -30,7 +30,7 @@ rule corpus:
         f"{LOGS}/corpus.log",
     resources:
         mem_mb=4000,
-        runtime=60 if PROFILE == "paper" else 10,
+        runtime=runtime("corpus"),
     conda:
         ENV
     shell:

@@ -14,7 +14,7 @@ rule evaluate:
         f"{LOGS}/evaluate.log",
     resources:
         mem_mb=2000,
-        runtime=30,
+        runtime=runtime("evaluate"),
     conda:
         ENV
     shell:
@@ -24,9 +24,12 @@ rule evaluate:
 
 rule report:
     input:
-        code("report.py", "study1/collect.py", "resources/references.yaml"),
+        code("report.py", "study1/collect.py", "resources/references.yaml", "deviations.py", "resources/deviations.yaml",
+             "study1/published.py"),
+        "workflow/schemas/deviations.schema.yaml",
         metrics=[METRICS_BM25, METRICS_RERANK],
         checkpoints=CHECKPOINTS_TSV,
+        published=PUBLISHED_TSV,
     output:
         REPORT,
     params:
@@ -36,9 +39,9 @@ rule report:
         f"{LOGS}/report.log",
     resources:
         mem_mb=1000,
-        runtime=5,
+        runtime=runtime("report"),
     conda:
         ENV
     shell:
         "irrepro report --profile {params.profile} --metrics {input.metrics}"
-        " --checkpoints {input.checkpoints} --out {output} --log {log}"
+        " --checkpoints {input.checkpoints} --published {input.published} --out {output} --log {log}"

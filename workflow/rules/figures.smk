@@ -3,6 +3,9 @@
 # notebooks to results/<profile>/notebooks/. One rule per figure (figure_<name>, as the
 # DVC stages), made in a loop so that each lists exactly its own inputs.
 
+FIGURE_CATEGORY = {name: "Study 2: SynTOD" if name.startswith("syntod") else "Study 1: LoRA rerankers"
+                   for name in FIGURE_INPUTS}
+
 for _name, _inputs in FIGURE_INPUTS.items():
 
     rule:
@@ -13,7 +16,10 @@ for _name, _inputs in FIGURE_INPUTS.items():
             **_inputs,
             notebook=f"notebooks/{_name}.ipynb",
         output:
-            figures=[f"{FIGURES_DIR}/{_name}.{fmt}" for fmt in P["figures"]["formats"]],
+            # the PNG of each figure goes into the HTML report (`make report`), with its caption
+            figures=[report(f, caption=f"../report/{_name}.rst", category=FIGURE_CATEGORY[_name],
+                            labels={"figure": _name}) if f.endswith(".png") else f
+                     for f in (f"{FIGURES_DIR}/{_name}.{fmt}" for fmt in P["figures"]["formats"])],
             notebook=f"{NOTEBOOKS_OUT}/{_name}.ipynb",
         params:
             profile=PROFILE,
@@ -25,7 +31,7 @@ for _name, _inputs in FIGURE_INPUTS.items():
             f"{LOGS}/figures/{_name}.log",
         resources:
             mem_mb=2000,
-            runtime=10,
+            runtime=runtime("figure"),
         conda:
             ENV
         shell:

@@ -1,6 +1,16 @@
 # Study 1: LoRA rerankers. One finetune job and one reranking job per config
 # (family x rank x targets); each reranking job loads the base once for all checkpoints,
 # and `collect` scores every run with ranx in one process.
+# Evaluation schedule (params rerank.*): every checkpoint on rerank.checkpoint_datasets (the
+# learning curves), only the final checkpoint on rerank.final_datasets (paper: dev-small),
+# both in the one rerank_eval job of a config. Printed once per invocation (also by `snakemake -n`)
+# rather than as a rule `message:`, which would hide each job's resources in dry runs.
+print(
+    f"evaluation schedule ({PROFILE}): rerank_eval scores every checkpoint on "
+    f"[{', '.join(P['rerank']['checkpoint_datasets'])}] and only the final checkpoint on "
+    f"[{', '.join(P['rerank']['final_datasets']) or 'none'}]",
+    file=sys.stderr,
+)
 
 
 rule base:
@@ -17,8 +27,8 @@ rule base:
     log:
         f"{LOGS}/base/{{family}}.log",
     resources:
-        mem_mb=40000 if PROFILE == "paper" else 2000,
-        runtime=60 if PROFILE == "paper" else 10,
+        mem_mb=40000 if ROUTE == "paper" else 2000,
+        runtime=runtime("base"),
     conda:
         ENV
     shell:
@@ -40,8 +50,8 @@ rule train_groups:
     log:
         f"{LOGS}/train_groups.log",
     resources:
-        mem_mb=16000 if PROFILE == "paper" else 2000,
-        runtime=60 if PROFILE == "paper" else 5,
+        mem_mb=16000 if ROUTE == "paper" else 2000,
+        runtime=runtime("train_groups"),
     conda:
         ENV
     shell:
@@ -51,7 +61,8 @@ rule train_groups:
 
 rule finetune:
     input:
-        code("study1/training.py", "rerank/train.py", "rerank/model.py", "rerank/data.py", "rerank/targets.py", "rerank/inputs.py"),
+        code("study1/training.py", "rerank/train.py", "rerank/model.py", "rerank/data.py", "rerank/targets.py", "rerank/inputs.py",
+             "rerank/precision.py", "cards.py"),
         base=BASE,
         groups=TRAIN_GROUPS,
     output:
@@ -59,12 +70,12 @@ rule finetune:
     params:
         profile=PROFILE,
         train=TRAIN_KNOBS,
-    threads: 1 if PROFILE == "mini" else 8
+    threads: 1 if ROUTE == "mini" else 8
     log:
         f"{LOGS}/finetune/{{family}}-r{{rank}}-{{targets}}.log",
     resources:
-        mem_mb=80000 if PROFILE == "paper" else 3000,
-        runtime=720 if PROFILE == "paper" else 15,
+        mem_mb=80000 if ROUTE == "paper" else 3000,
+        runtime=runtime("finetune"),
         gpu=GPU * P["finetune"]["nproc_per_node"],
     conda:
         ENV
@@ -75,7 +86,8 @@ rule finetune:
 
 rule rerank_eval:
     input:
-        code("study1/reranking.py", "rerank/evaluate.py", "rerank/score.py", "rerank/hub.py", "rerank/inputs.py"),
+        code("study1/reranking.py", "rerank/evaluate.py", "rerank/score.py", "rerank/hub.py", "rerank/inputs.py",
+             "rerank/train.py", "rerank/precision.py"),
         base=BASE,
         adapters=LORA,
         raw=RAW,
@@ -87,12 +99,12 @@ rule rerank_eval:
         profile=PROFILE,
         rerank=P["rerank"],
         passage_max_len=P["finetune"]["passage_max_len"],
-    threads: 1 if PROFILE == "mini" else 8
+    threads: 1 if ROUTE == "mini" else 8
     log:
         f"{LOGS}/rerank_eval/{{family}}-r{{rank}}-{{targets}}.log",
     resources:
-        mem_mb=40000 if PROFILE == "paper" else 3000,
-        runtime=240 if PROFILE == "paper" else 15,
+        mem_mb=40000 if ROUTE == "paper" else 3000,
+        runtime=runtime("rerank_eval"),
         gpu=GPU,
     conda:
         ENV
@@ -104,7 +116,7 @@ rule rerank_eval:
 
 rule collect:
     input:
-        code("study1/collect.py", "evaluate.py"),
+        code("study1/collect.py", "study1/reranking.py", "evaluate.py", "significance.py"),
         raw=RAW,
         runs=BM25_RUNS,
         rerank_runs=expand(f"{RERANK_RUNS}/{{config}}", config=CONFIGS),
@@ -112,19 +124,22 @@ rule collect:
         tsv=CHECKPOINTS_TSV,
         json=METRICS_RERANK,
         md=SIGNIFICANCE,
+        tex=SIGNIFICANCE_TEX,
         plot=FINAL_PLOT,
     params:
         profile=PROFILE,
         rerank=P["rerank"],
+        evaluate=P["evaluate"],
+        checkpoint_steps=[P["finetune"]["max_steps"], P["finetune"]["save_steps"]],
         rerank_runs=lambda w, input: os.path.dirname(input.rerank_runs[0]),
     log:
         f"{LOGS}/collect.log",
     resources:
         mem_mb=4000,
-        runtime=30,
+        runtime=runtime("collect"),
     conda:
         ENV
     shell:
         "irrepro collect --profile {params.profile} --raw {input.raw}"
         " --runs {input.runs} --rerank-runs {params.rerank_runs} --out-tsv {output.tsv}"
-        " --out-json {output.json} --out-md {output.md} --out-plot {output.plot} --log {log}"
+        " --out-json {output.json} --out-md {output.md} --out-tex {output.tex} --out-plot {output.plot} --log {log}"

@@ -48,7 +48,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
+from ..progress import progress
 from ..trec import ranked, read_run, read_topics, write_run
+from ..sidecar import portable_path
 from ..utils import atomic_path
 from .evaluate import (
     AdapterSwitcher,
@@ -57,6 +59,7 @@ from .evaluate import (
     _candidates_fingerprint,
     _read_meta,
     check_active_adapter,
+    head_labels_of,
     load_base,
     load_passages,
 )
@@ -222,7 +225,7 @@ def sweep(
     base: PathLike,
     adapter: PathLike,
     datasets: Mapping[str, Mapping[str, Any]],
-    passages: Mapping[str, str] | PathLike,
+    passages: Mapping[str, Any] | PathLike,
     depth: int,
     out_dir: PathLike,
     *,
@@ -262,7 +265,7 @@ def sweep(
     adapter_fp = _adapter_fingerprint(path)
 
     t0 = time.perf_counter()
-    model, tokenizer = load_base(base, device=device, dtype=dtype)
+    model, tokenizer = load_base(base, device=device, dtype=dtype, num_labels=head_labels_of(path))
     switcher = AdapterSwitcher(model)
     pm = switcher.attach(path)
     cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
@@ -278,12 +281,12 @@ def sweep(
     for name, x in ds.items():
         keys, pairs = candidates(x["run"], x["topics"], passages, depth)
         encoded = encode_pairs(tokenizer, pairs, qmax=qmax, pmax=pmax)
-        common = {"base": str(base), "adapter_sha256": adapter_fp,
+        common = {"base": portable_path(base), "adapter_sha256": adapter_fp,
                   "candidates_sha256": _candidates_fingerprint(keys, encoded),
                   "depth": depth, "qmax": qmax, "pmax": pmax, "dtype": str(dtype)}
         log.info("%s: %d queries, %d candidate pairs (depth %d)", name, len({q for q, _ in keys}), len(keys), depth)
         done_pairs, t_ds = 0, time.perf_counter()
-        for k, v in enumerate(distinct, 1):
+        for k, v in enumerate(progress(distinct, desc=f"ablation variants on {name}", unit="variants"), 1):
             names = [v] + [w for w in variants if w.same_as == v.name]
             metas = {w.name: {"variant": w.name, "kind": w.kind, "off": sorted(w.off), **common} for w in names}
             files = {w.name: (out_dir / name / f"{w.name}.trec", out_dir / name / f"{w.name}.meta.json") for w in names}
@@ -292,7 +295,8 @@ def sweep(
                 continue
             t0 = time.perf_counter()
             with lora_disabled(pm, v.off):
-                scores = score_encoded(pm, encoded, pad, batch_size=batch_size, dtype=dtype)
+                scores = score_encoded(pm, encoded, pad, batch_size=batch_size, dtype=dtype, keys=keys,
+                                       desc=f"{name} {v.name}")
             dt = time.perf_counter() - t0
             run = to_run(keys, scores)
             for n, (run_path, meta_path) in files.items():

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..utils import atomic_path
-from .inputs import encode_pair
+from .inputs import PAD_MULTIPLE, clean_title, encode_texts, format_pair, max_length, pad_rows
 
 log = logging.getLogger("irrepro")
 
@@ -313,46 +313,39 @@ def sample_group(record: Mapping, index: int, epoch: int, group_size: int, seed:
     return [pos] + negs
 
 
-def format_title(title: str | None) -> str:
-    """Tevatron's title clean-up (``title.replace('-', ' ').strip()``): MS MARCO's
-    placeholder title ``-`` becomes empty. Applied when formatting; files stay as read."""
-    return (title or "").replace("-", " ").strip()
+format_title = clean_title  # the authors' title clean-up (``title.replace('-', ' ').strip()``), see inputs
 
 
 class GroupCollator:
     """Batch of queries -> ``input_ids``/``attention_mask`` of shape ``[B * G, L]``.
 
-    Rows ``b*G .. b*G + G-1`` are query ``b``'s group, positive first. Each row is
-    :func:`irrepro.rerank.inputs.encode_pair` (``query: ...`` / ``document: title text``,
-    truncated to ``qmax`` + ``pmax`` tokens; titles cleaned by :func:`format_title`); rows
-    are right-padded with the tokenizer's pad token to the longest row of the batch.
+    Rows ``b*G .. b*G + G-1`` are query ``b``'s group, positive first. Each row is the
+    authors' one-string input (:func:`irrepro.rerank.inputs.format_pair`: prefixes, cleaned
+    title, passage), tokenised with the tokenizer's own special tokens and truncated jointly
+    to ``qmax + pmax`` tokens, no EOS; rows are right-padded with the tokenizer's pad id to
+    the longest row rounded up to a multiple of ``pad_multiple`` (16, as the authors).
     """
 
-    def __init__(self, tokenizer, group_size: int, qmax: int = 32, pmax: int = 164, seed: int = 0):
+    def __init__(self, tokenizer, group_size: int, qmax: int = 32, pmax: int = 164, seed: int = 0,
+                 pad_multiple: int | None = PAD_MULTIPLE):
         if group_size < 1:
             raise ValueError(f"group_size must be >= 1, got {group_size}")
         if tokenizer.pad_token_id is None:
-            raise ValueError("the tokenizer has no pad token (load it with irrepro.rerank.model.load_reranker)")
+            raise ValueError("the tokenizer has no pad token (load it with irrepro.rerank.model.load_tokenizer)")
         self.tokenizer = tokenizer
         self.group_size = group_size
-        self.qmax = qmax
-        self.pmax = pmax
+        self.max_len = max_length(qmax, pmax)
         self.seed = seed
+        self.pad_multiple = pad_multiple
 
     def __call__(self, features: Sequence[Mapping]) -> dict:
         import torch
 
-        rows: list[list[int]] = []
-        for f in features:
-            rec = f["record"]
-            for p in sample_group(rec, f["index"], f.get("epoch", 0), self.group_size, self.seed):
-                title = format_title(p.get("title"))
-                rows.append(encode_pair(self.tokenizer, rec["query"], p["text"], self.qmax, self.pmax, title))
-        width = max(len(r) for r in rows)
-        pad = self.tokenizer.pad_token_id
-        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            input_ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-            attention_mask[i, : len(r)] = 1
-        return {"input_ids": input_ids, "attention_mask": attention_mask}
+        texts = [
+            format_pair(f["record"]["query"], p["text"], p.get("title"))
+            for f in features
+            for p in sample_group(f["record"], f["index"], f.get("epoch", 0), self.group_size, self.seed)
+        ]
+        rows = encode_texts(self.tokenizer, texts, self.max_len)
+        ids, mask = pad_rows(rows, self.tokenizer.pad_token_id, self.pad_multiple)
+        return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}

@@ -15,7 +15,9 @@ if it did not follow the switch, every checkpoint after the first would be score
 another checkpoint's head, or with the base's randomly initialised one when an adapter
 carries no head (peft then silently disables the wrapper). Either is a hard error here.
 
-Candidate pairs are tokenised once per dataset and reused for every checkpoint. Each
+Candidate pairs are tokenised once per dataset and reused for every checkpoint. A dataset
+may name the checkpoint ``steps`` it is reranked with (e.g. a large set only with the final
+checkpoint); by default every checkpoint. Each scheduled
 ``(checkpoint, dataset)`` gives a TREC run ``runs_dir/{dataset}/step-{step}.trec`` (atomic),
 and everything ends in one tidy TSV ``config step dataset metric value`` (atomic, written
 once at the end). Resume: a run file whose sidecar ``step-{step}.meta.json`` matches the
@@ -38,14 +40,18 @@ from typing import Any, Mapping, Sequence
 
 from ..evaluate import compare, comparison_table, evaluate_run
 from ..trec import ranked, read_qrels, read_run, read_topics, write_run
+from ..sidecar import portable_path
 from ..utils import atomic_path
+from .hub import head_labels as hub_head_labels
 from .hub import resolve_adapter
 from .score import _pad_token_id, candidates, encode_pairs, score_encoded, to_run
+from ..errors import InputError
 
 log = logging.getLogger("irrepro.rerank.evaluate")
 
 __all__ = [
     "load_base",
+    "head_labels_of",
     "load_passages",
     "check_active_adapter",
     "AdapterSwitcher",
@@ -64,29 +70,41 @@ class HeadNotSwitched(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- loading
-def load_base(base: PathLike, *, device: str | None = None, dtype: Any = "auto", token: str | None = None):
-    """``(model, tokenizer)``: ``base`` as ``AutoModelForSequenceClassification(num_labels=1)``, eval mode.
+def load_base(base: PathLike, *, device: str | None = None, dtype: Any = "auto", token: str | None = None,
+              num_labels: int = 1):
+    """``(model, tokenizer)``: ``base`` as ``AutoModelForSequenceClassification(num_labels)``, eval mode.
 
     The pad token is chosen exactly as :func:`irrepro.rerank.model.load_reranker` chooses it
     for training (and the embedding matrix resized in the same case), and written into the
-    model config. Weights: fp32 on CPU; bf16 (fp16 without bf16 support) on CUDA unless
-    ``dtype="float32"``. The base's own ``score`` head is randomly initialised (seeded);
-    adapters bring theirs.
+    model config. Weights: ``"auto"``: fp32 on CPU, bf16 (fp16 without bf16 support) on
+    CUDA; ``"float32"``/``"bfloat16"``/``"float16"`` (or a ``torch.dtype``) on any device.
+    The ``score`` head is fp32 and computes in fp32 (:func:`irrepro.rerank.precision.fp32_head`),
+    so an adapter's fp32 head loads and scores without bf16 rounding. The base's own head
+    is randomly initialised (seeded); adapters bring theirs (``num_labels`` must match
+    theirs: :func:`head_labels_of`).
     """
     import torch
     from transformers import AutoModelForSequenceClassification
 
     from .model import load_tokenizer
+    from .precision import fp32_head
+    from .score import _DTYPE_NAMES
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if torch.device(device).type == "cuda" and dtype not in ("float32", "fp32", torch.float32):
-        weights = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    name = str(dtype).removeprefix("torch.").lower()
+    if name == "auto":
+        on_cuda = torch.device(device).type == "cuda"
+        weights = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if on_cuda else torch.float32
+    elif name in _DTYPE_NAMES:
+        weights = getattr(torch, _DTYPE_NAMES[name])
     else:
-        weights = torch.float32
+        raise ValueError(f"unknown dtype {dtype!r}; use 'auto', 'float32', 'bfloat16' or 'float16'")
     tok_arg = token or os.environ.get("HF_TOKEN") or False
     tokenizer = load_tokenizer(base, tok_arg)
     torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=1, dtype=weights, token=tok_arg)
+    model = AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=int(num_labels), dtype=weights,
+                                                               token=tok_arg)
+    fp32_head(model.score)  # before peft copies it for each adapter
     if tokenizer.pad_token_id >= model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -95,21 +113,51 @@ def load_base(base: PathLike, *, device: str | None = None, dtype: Any = "auto",
     return model.to(device).eval(), tokenizer
 
 
-def load_passages(path: PathLike, docids: set[str] | None = None) -> dict[str, str]:
-    """``{docid: text}`` from a JsonCollection JSONL (``{"id", "contents"}`` per line, as the
-    BM25 stage writes it); only ``docids`` if given (streams the 8.8M-passage corpus)."""
-    out: dict[str, str] = {}
+def head_labels_of(adapter_dir: PathLike, head: str = "score") -> int:
+    """How many logits the ``head`` saved in a peft adapter has (rows of its weight): 1 for
+    RankLLaMA-style adapters, 2 for the authors' training build (``finetune.head_labels``).
+    An adapter without the head gives 1 (:func:`check_active_adapter` rejects it later)."""
+    from peft.utils import load_peft_weights
+
+    for key, value in load_peft_weights(str(adapter_dir), device="cpu").items():
+        if key.endswith(f"{head}.weight") and value.ndim == 2:
+            return int(value.shape[0])
+    return 1
+
+
+def load_passages(path: PathLike, docids: set[str] | None = None) -> dict[str, Any]:
+    """Reranker passages from a JsonCollection JSONL (as the corpus stage writes it); only
+    ``docids`` if given (streams the 8.8M-passage corpus).
+
+    A line ``{"id", "contents"}`` gives ``{docid: contents}``. A line that also carries a
+    ``"title"`` (the paper corpus, titled like the training data) gives
+    ``{docid: {"title": title, "text": text}}`` where ``text`` is the line's ``"text"`` if it
+    has one (the titled corpus's own text, where it differs from the indexed ``contents``)
+    and ``contents`` otherwise.
+    """
+    out: dict[str, Any] = {}
+    first: dict[str, int] = {}
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
-            rec = json.loads(line)
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"not a JSON passage: {exc.msg} (column {exc.colno})", file=path, line=lineno) from None
             try:
                 docid, text = str(rec["id"]), rec["contents"]
-            except KeyError as exc:
+            except (KeyError, TypeError) as exc:
                 raise ValueError(f"{path}:{lineno}: expected keys 'id' and 'contents', missing {exc}") from None
+            if docid in first:  # the later text would win silently and reach training / scoring
+                raise InputError(f"duplicate passage id {docid!r}", file=path, line=lineno,
+                                 hint=f"first on line {first[docid]}")
+            first[docid] = lineno
             if docids is None or docid in docids:
-                out[docid] = text
+                if "title" in rec:
+                    out[docid] = {"title": rec["title"] or "", "text": rec.get("text", text)}
+                else:
+                    out[docid] = text
     return out
 
 
@@ -239,7 +287,7 @@ def evaluate_checkpoints(
     base: PathLike,
     adapters: Sequence[tuple[str, int, PathLike]],
     datasets: Mapping[str, Mapping[str, Any]],
-    passages: Mapping[str, str] | PathLike,
+    passages: Mapping[str, Any] | PathLike,
     depth: int,
     metrics: Sequence[str],
     runs_dir: PathLike,
@@ -259,12 +307,15 @@ def evaluate_checkpoints(
     must be distinct (they name the run files). ``datasets``: ``{name: {"topics", "qrels",
     "run", "rel_level"}}`` with topics/qrels/run as file paths or already-read dicts
     (``run`` is the first-stage run; its top-``depth`` per query is reranked); an optional
-    ``"metrics"`` overrides ``metrics`` for that dataset. ``passages``: ``{docid: text}`` or
-    a JsonCollection JSONL path.
+    ``"metrics"`` overrides ``metrics`` for that dataset; an optional ``"steps"`` (a
+    collection of adapter steps, each one of ``adapters``' steps) limits that dataset to
+    those checkpoints (default: all). ``passages``: ``{docid: text}`` or a JsonCollection
+    JSONL path.
 
-    Writes ``runs_dir/{dataset}/step-{step}.trec`` (+ ``.meta.json`` sidecar for resume) and
-    ``out_tsv`` (columns ``config step dataset metric value``, one row per adapter x
-    dataset x metric, in input order). Returns the rows as dicts with those keys.
+    Writes ``runs_dir/{dataset}/step-{step}.trec`` (+ ``.meta.json`` sidecar for resume) for
+    every scheduled (adapter, dataset) and ``out_tsv`` (columns ``config step dataset metric
+    value``, one row per scheduled adapter x dataset x metric, in input order). Returns the
+    rows as dicts with those keys. An adapter no dataset is scheduled for is not loaded.
     """
     t_start = time.perf_counter()
     runs_dir = Path(runs_dir)
@@ -288,7 +339,12 @@ def evaluate_checkpoints(
             "run": first,
             "rel_level": spec["rel_level"],
             "metrics": list(spec.get("metrics", metrics or [])),
+            "steps": set(steps) if spec.get("steps") is None else {int(s) for s in spec["steps"]},
         }
+        unknown = sorted(ds[name]["steps"] - set(steps))
+        if unknown:
+            raise ValueError(f"dataset {name!r}: steps {unknown} are not among the adapters' steps {sorted(steps)}")
+    ds = {name: x for name, x in ds.items() if x["steps"]}  # a dataset scheduled for no checkpoint
     if isinstance(passages, (str, os.PathLike)):
         wanted = {d for x in ds.values() for q in x["run"] for d, _ in ranked(x["run"][q])[:depth]}
         passages = load_passages(passages, wanted)
@@ -298,6 +354,11 @@ def evaluate_checkpoints(
     for label, step, spec in adapters:
         path = resolve_adapter(spec)
         resolved.append((str(label), int(step), path, _adapter_fingerprint(path)))
+    # every head must be one that can be scored (1 or 2 rows, else refused here, before any model
+    # is loaded), and all alike: the base is loaded once with that many labels
+    heads = {str(path): hub_head_labels(path) for _, _, path, _ in resolved}
+    if len({n for n in heads.values() if n is not None}) > 1:
+        raise ValueError(f"adapters with different score heads cannot share one base model: {heads}")
 
     state: dict[str, Any] = {"model": None, "tokenizer": None, "switcher": None}
 
@@ -311,7 +372,7 @@ def evaluate_checkpoints(
     def switcher():
         if state["switcher"] is None:
             t0 = time.perf_counter()
-            model, tok = load_base(base, device=device, dtype=dtype)
+            model, tok = load_base(base, device=device, dtype=dtype, num_labels=head_labels_of(resolved[0][2]))
             state["tokenizer"] = tok
             state["switcher"] = AdapterSwitcher(model)
             log.info("loaded base %s in %.1fs", base, time.perf_counter() - t0)
@@ -329,12 +390,14 @@ def evaluate_checkpoints(
     for label, step, path, adapter_fp in resolved:
         model = None
         for name, x in ds.items():
+            if step not in x["steps"]:
+                continue
             run_path = runs_dir / name / f"step-{step}.trec"
             meta_path = runs_dir / name / f"step-{step}.meta.json"
             meta = {
                 "config": label,
                 "step": step,
-                "base": str(base),
+                "base": portable_path(base),  # a hub snapshot as hf:<repo>@<commit>: the same on every machine
                 "adapter_sha256": adapter_fp,
                 "candidates_sha256": x["fingerprint"],
                 "depth": depth,
@@ -356,7 +419,8 @@ def evaluate_checkpoints(
                     log.info("%s step %d: attached adapter %s in %.1fs", label, step, path, time.perf_counter() - t0)
                 t0 = time.perf_counter()
                 pad = _pad_token_id(model, tokenizer())
-                scores = score_encoded(model, x["encoded"], pad, batch_size=batch_size, dtype=dtype)
+                scores = score_encoded(model, x["encoded"], pad, batch_size=batch_size, dtype=dtype, keys=x["keys"],
+                                       desc=f"{label} step {step} on {name}")
                 dt = time.perf_counter() - t0
                 run = to_run(x["keys"], scores)
                 write_run(run, run_path, tag=_tag(label, step))
@@ -397,18 +461,25 @@ def compare_to_bm25(
     depth: int | None = None,
     stat_test: str = "student",
     max_p: float = 0.05,
+    correction: str = "bh",
+    out_tex: PathLike | None = None,
 ) -> dict[str, dict]:
     """Paired significance tests of reranked runs against the first-stage run, per dataset.
 
     ``datasets`` as in :func:`evaluate_checkpoints` (its ``run`` is the baseline, cut to the
     top-``depth`` if given, i.e. the same candidate pool the reranker saw); ``runs`` is
     ``{run_name: {dataset: run file or dict}}``. Uses :func:`irrepro.evaluate.compare`
-    (``stat_test`` "student" = paired t-test, "fisher" = randomisation test). Returns
-    ``{dataset: compare result}``; writes a markdown table per dataset to ``out_md`` and the
-    results to ``out_json`` if given.
+    (``stat_test`` "student" = paired t-test, "fisher" = randomisation test) with p-values
+    adjusted by ``correction`` over all pairs of runs per dataset and metric
+    (:mod:`irrepro.significance`; default Benjamini-Hochberg). Returns ``{dataset: compare
+    result}``; writes a markdown table per dataset to ``out_md``, the same tables as LaTeX
+    (ranx's ``to_latex``) to ``out_tex`` and the results to ``out_json`` if given.
     """
+    from ..significance import comparison_latex
+
     results: dict[str, dict] = {}
     sections: list[str] = []
+    latex: list[str] = []
     for name, spec in datasets.items():
         base_run = _as(spec["run"], read_run)
         if depth is not None:
@@ -422,12 +493,16 @@ def compare_to_bm25(
         if len(these) < 2:
             continue
         res = compare(_as(spec["qrels"], read_qrels), these, list(spec.get("metrics", metrics)),
-                      stat_test=stat_test, max_p=max_p, rel_level=spec["rel_level"])
+                      stat_test=stat_test, max_p=max_p, rel_level=spec["rel_level"], correction=correction)
         results[name] = res
         sections.append(f"## {name}\n\n{comparison_table(res)}")
+        latex.append(comparison_latex(res, label=f"tab:significance-{name}", caption_prefix=f"Dataset {name}."))
     if out_md is not None:
         with atomic_path(out_md) as tmp:
             tmp.write_text("\n".join(sections), encoding="utf-8")
+    if out_tex is not None:
+        with atomic_path(out_tex) as tmp:
+            tmp.write_text("\n".join(latex) or "% no comparison (no reranked runs)\n", encoding="utf-8")
     if out_json is not None:
         with atomic_path(out_json) as tmp:
             tmp.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")

@@ -23,19 +23,39 @@ state). With ``HF_HUB_OFFLINE=1`` the cached snapshot is used and nothing is fet
 
 The access token is taken only from the ``HF_TOKEN`` environment variable (never from a
 stored login, never from params or the command line) and is never logged or written.
+
+Uploads as the authors made them. Their trainer saves each checkpoint twice
+(AtharvaNijasure/multi_stage_retrieval@cf514c3 train_pythia.py:156,171-182): peft's
+``save_pretrained`` (``adapter_model.safetensors``) and then ``torch.save`` of the gathered
+adapter state (``adapter_model.bin``). Under DeepSpeed ZeRO-3 the first holds partitioned,
+i.e. empty, tensors (a header and no data), and peft loads ``adapter_model.safetensors``
+whenever it exists. :func:`resolve_adapter` therefore checks which file holds the weights
+(:func:`adapter_weights_file`) and, when only the ``.bin`` does, returns a *view*: a
+directory beside the cache with ``adapter_config.json`` and ``adapter_model.bin`` linked in
+and the empty file left out, so that peft loads the real weights; it logs which file it
+chose. The score head may have 1 row (RankLLaMA's ``num_labels=1``) or 2 (the authors'
+training build loads the classifier without ``num_labels``, train_pythia.py:96-99):
+:func:`head_labels` reads it, and scoring loads the base with that many labels and reads
+logit 0 (Tevatron's inference rule, texttron/tevatron@1351202
+src/tevatron/reranker/driver/rerank.py:84). Other head shapes are refused.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import re
+import struct
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger("irrepro.rerank.hub")
 
-__all__ = ["HubSpec", "AdapterSpecError", "parse_spec", "resolve_adapter", "HF_PREFIX"]
+__all__ = ["HubSpec", "AdapterSpecError", "parse_spec", "resolve_adapter", "HF_PREFIX", "adapter_weights_file",
+           "safetensors_is_empty", "head_labels", "SAFETENSORS", "BIN"]
 
 HF_PREFIX = "hf:"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -85,10 +105,107 @@ def parse_spec(spec: str) -> HubSpec:
     return HubSpec(repo_id, revision, sub)
 
 
+SAFETENSORS, BIN = "adapter_model.safetensors", "adapter_model.bin"
+HEAD_SUFFIX = "score.weight"  # the classification head's weight, as peft saves it (see rerank.model.HEAD)
+VIEWS = "irrepro-adapter-views"
+
+
 def _is_adapter_dir(path: Path) -> bool:
-    return (path / "adapter_config.json").is_file() and any(
-        (path / name).is_file() for name in ("adapter_model.safetensors", "adapter_model.bin")
-    )
+    return (path / "adapter_config.json").is_file() and any((path / name).is_file() for name in (SAFETENSORS, BIN))
+
+
+def _safetensors_header(path: Path) -> dict:
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise AdapterSpecError(f"{path}: not a safetensors file ({len(head)} bytes)")
+        (n,) = struct.unpack("<Q", head)
+        try:
+            return json.loads(fh.read(n))
+        except ValueError as exc:
+            raise AdapterSpecError(f"{path}: unreadable safetensors header: {exc}") from None
+
+
+def safetensors_is_empty(path: str | os.PathLike) -> bool:
+    """True if the safetensors file holds no tensor data: no tensors, or only zero-element
+    ones (what a ZeRO-3 ``save_pretrained`` of partitioned parameters writes)."""
+    header = _safetensors_header(Path(path))
+    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+    return all(v["data_offsets"][0] == v["data_offsets"][1] for v in tensors.values())
+
+
+def adapter_weights_file(path: str | os.PathLike) -> Path:
+    """The file of ``path`` (an adapter directory) that holds the adapter's weights:
+    ``adapter_model.safetensors`` unless it is missing or empty, else ``adapter_model.bin``.
+    Raises :class:`AdapterSpecError` when neither holds weights."""
+    path = Path(path)
+    st, pt = path / SAFETENSORS, path / BIN
+    if st.is_file() and not safetensors_is_empty(st):
+        return st
+    if pt.is_file():
+        return pt
+    what = f"{SAFETENSORS} is empty (header only)" if st.is_file() else f"no {SAFETENSORS}"
+    raise AdapterSpecError(f"adapter {path}: {what} and there is no {BIN}: no weights to load")
+
+
+def _load_weights(path: Path) -> dict:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    import torch
+
+    return torch.load(str(path), map_location="cpu", weights_only=True)
+
+
+def head_labels(path: str | os.PathLike) -> int | None:
+    """Rows of the score head saved with the adapter at ``path`` (1 or 2), or None if it has
+    no head. Any other shape raises :class:`AdapterSpecError`."""
+    weights = adapter_weights_file(path)
+    if weights.suffix == ".safetensors":
+        shapes = {k: v["shape"] for k, v in _safetensors_header(weights).items() if k != "__metadata__"}
+    else:
+        shapes = {k: list(v.shape) for k, v in _load_weights(weights).items()}
+    heads = {k: s for k, s in shapes.items() if k.endswith(HEAD_SUFFIX)}
+    if not heads:
+        return None
+    rows = {s[0] if len(s) == 2 else None for s in heads.values()}
+    if len(rows) != 1 or next(iter(rows)) not in (1, 2):
+        raise AdapterSpecError(
+            f"adapter {path}: score head of shape {sorted(map(tuple, heads.values()))} in {weights.name}: only [1, hidden] "
+            "(RankLLaMA, num_labels=1) or [2, hidden] (the authors' training build, scored by logit 0) can be scored"
+        )
+    return int(next(iter(rows)))
+
+
+def _view_of(path: Path, view: Path) -> Path:
+    """``view`` (created if needed): ``path``'s adapter_config.json and adapter_model.bin
+    linked in, without the empty safetensors file that peft would otherwise load."""
+    wanted = {name: (path / name).resolve() for name in ("adapter_config.json", BIN)}
+    if view.is_dir() and {p.name: p.resolve() for p in view.iterdir()} == wanted:
+        return view
+    view.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{view.name}.", dir=view.parent))
+    for name, target in wanted.items():
+        (tmp / name).symlink_to(target)
+    if view.exists():
+        import shutil
+
+        shutil.rmtree(view)
+    os.replace(tmp, view)
+    return view
+
+
+def _loadable(path: Path, view: Path, what: str) -> Path:
+    """``path`` itself if peft would load its real weights, else a view without the empty file."""
+    weights = adapter_weights_file(path)
+    if weights.name == BIN and (path / SAFETENSORS).is_file():
+        out = _view_of(path, view)
+        log.warning("adapter %s: %s is empty (header only); loading the weights from %s (via %s)",
+                    what, SAFETENSORS, BIN, out)
+        return out
+    log.info("adapter %s: weights from %s", what, weights.name)
+    return path
 
 
 def _env_flag(name: str) -> bool:
@@ -111,7 +228,8 @@ def resolve_adapter(spec: str | os.PathLike, *, cache_dir: str | os.PathLike | N
             )
         if not _is_adapter_dir(path):
             raise AdapterSpecError(f"{path}: no peft adapter here (adapter_config.json + adapter_model.safetensors)")
-        return path
+        key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+        return _loadable(path, Path(tempfile.gettempdir()) / VIEWS / key, str(path))
 
     hub = parse_spec(str(spec))
     from huggingface_hub import snapshot_download
@@ -143,4 +261,7 @@ def resolve_adapter(spec: str | os.PathLike, *, cache_dir: str | os.PathLike | N
             + ("" if hub.subfolder else "; if the repo keeps checkpoints in subfolders, add ':checkpoint-N' to the spec")
         )
     log.info("adapter %s -> %s", hub, path)
-    return path
+    import huggingface_hub.constants as C
+
+    views = Path(cache or C.HF_HUB_CACHE) / VIEWS / hub.repo_id.replace("/", "--") / snapshot.name
+    return _loadable(path, views / (hub.subfolder or "_root"), str(hub))

@@ -9,19 +9,30 @@ on its own with the base model. The head is called ``score`` in all three famili
 (``LlamaForSequenceClassification``, ``MistralForSequenceClassification``,
 ``GPTNeoXForSequenceClassification``); a model without a ``score`` module is an error.
 
-Pad token (the score is read at the last token that is not the pad token, so pad must not
-be a token that ends real inputs, in particular not eos, which
-:func:`irrepro.rerank.inputs.encode_pair` appends):
+Pad token (:func:`load_tokenizer`). The score is read at the last token that is not
+``config.pad_token_id``, and the input carries no appended EOS
+(:mod:`irrepro.rerank.inputs`), so the pad id only has to differ from the last real token.
+The authors (AtharvaNijasure/multi_stage_retrieval@cf514c3 train_pythia.py:409) set
+``tokenizer.pad_token_id = tokenizer.unk_token_id`` unconditionally; their collator falls
+back to ``pad_token = eos_token`` when that leaves no pad (:216-217); ``RerankerModel.build``
+sets ``config.pad_token_id = 0`` when the config has none (:100-101). Our rule:
 
-1. the tokenizer's pad token, if it has one that differs from eos;
-2. else its unk token, if it differs from eos (Llama-2 / Mistral: ``<unk>``, as in
-   Tevatron's RankLLaMA);
-3. else an existing special token whose name contains "pad" (Llama-3.1:
-   ``<|finetune_right_pad_id|>``);
-4. else a new ``<pad>`` token. The embedding matrix is resized only if the new id does not
-   fit (Pythia's matrix has spare rows, so it fits); if it is resized, peft stores the
-   embeddings with every adapter (logged as a warning). The pad row's values never matter:
-   pad positions are masked and never read.
+1. the tokenizer's own pad token, if it has one (Tevatron's ``if tokenizer.pad_token_id is
+   None`` in texttron/tevatron src/tevatron/reranker/driver/train.py; none of the three
+   paper models has one; the mini tokenizer's ``<pad>``, which its model config names);
+2. else its unk token (Mistral ``<unk>`` = 0, Pythia ``<|endoftext|>`` = 0: the authors'
+   ids, and 0 is also their config pad id);
+3. else its eos token (Llama 3 has no unk: ``<|end_of_text|>`` = 128001, the id the
+   authors' collator pads with);
+4. else an existing special token whose name contains "pad", else a new ``<pad>`` (the
+   embedding matrix is resized only if the new id does not fit; peft then stores the
+   embeddings with every adapter, logged as a warning).
+
+Difference from the authors (registry row ``study1-llama3-score-position``): for Llama 3
+they pad with 128001 but leave ``config.pad_token_id = 0`` (token ``!``), so the model
+reads the score at the *last padded position* of the batch (a pad token), not at the last
+real token; we write the tokenizer's pad id into the config, so the score is read at the
+last real token for every family.
 
 The resulting ``pad_token_id`` is written into ``model.config``.
 
@@ -44,26 +55,28 @@ __all__ = ["load_reranker", "HEAD"]
 
 
 def _choose_pad(tokenizer) -> tuple[str, bool]:
-    """(pad token string, whether it is new to the tokenizer)."""
-    eos = tokenizer.eos_token_id
-    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id != eos:
+    """(pad token string, whether it is new to the tokenizer): its own pad, else unk, else
+    eos, else an existing "pad" special token, else a new ``<pad>`` (module docstring)."""
+    if tokenizer.pad_token_id is not None:
         return tokenizer.pad_token, False
-    if tokenizer.unk_token_id is not None and tokenizer.unk_token_id != eos:
+    if tokenizer.unk_token_id is not None:
         return tokenizer.unk_token, False
+    if tokenizer.eos_token_id is not None:
+        return tokenizer.eos_token, False
     vocab = tokenizer.get_vocab()
     specials = list(getattr(tokenizer, "all_special_tokens", [])) + [
         t.content if hasattr(t, "content") else str(t)
         for t in getattr(tokenizer, "added_tokens_decoder", {}).values()
     ]
     for tok in specials:
-        if "pad" in tok.lower() and tok in vocab and vocab[tok] != eos:
+        if "pad" in tok.lower() and tok in vocab:
             return tok, False
     return "<pad>", True
 
 
 def load_tokenizer(src, token=False):
-    """The tokenizer of ``src`` with right padding and the pad token chosen as in training
-    (:func:`_choose_pad`); training and evaluation must agree on it."""
+    """The tokenizer of ``src`` with right padding and the pad token of :func:`_choose_pad`;
+    training and evaluation load it through here, so they agree on it."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(src), token=token)
@@ -111,16 +124,26 @@ def load_reranker(
     dtype=None,
     gradient_checkpointing: bool = False,
     token: str | None = None,
+    head_labels: int = 1,
 ):
-    """``(peft_model, tokenizer)``: the base model as a one-logit classifier with a fresh,
-    trainable LoRA adapter of ``rank`` on ``targets`` (mha | mlp | all) plus the ``score``
-    head as a module to save. Raises :class:`~irrepro.rerank.targets.UnknownArchitecture`
-    for a model type outside the target table and ``ValueError`` if a target module or
-    the head is missing.
+    """``(peft_model, tokenizer)``: the base model as a classifier with ``head_labels``
+    logits (1: RankLLaMA; 2: the authors' training build, see :mod:`irrepro.rerank.train`)
+    with a fresh, trainable LoRA adapter of ``rank`` on ``targets`` (mha | mlp | all) plus
+    the ``score`` head as a module to save. Raises
+    :class:`~irrepro.rerank.targets.UnknownArchitecture` for a model type outside the target
+    table and ``ValueError`` if a target module or the head is missing.
+
+    Precision (:mod:`irrepro.rerank.precision`): the frozen base is loaded in ``dtype``
+    (``None``: the checkpoint's dtype); every trainable parameter (LoRA A/B and the head's
+    ``modules_to_save`` copy) is fp32 and the head computes in fp32.
     """
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
+    from .precision import fp32_head, fp32_trainables
+
+    if int(head_labels) not in (1, 2):
+        raise ValueError(f"head_labels must be 1 or 2, got {head_labels!r}")
     if int(rank) < 1:
         raise ValueError(f"LoRA rank must be >= 1, got {rank}")
     src = str(base_dir_or_id)
@@ -134,7 +157,7 @@ def load_reranker(
     tokenizer = load_tokenizer(src, tok_arg)
 
     model = AutoModelForSequenceClassification.from_pretrained(
-        src, num_labels=1, dtype=_resolve_dtype(dtype), token=tok_arg
+        src, num_labels=int(head_labels), dtype=_resolve_dtype(dtype), token=tok_arg
     )
     n_rows = model.get_input_embeddings().weight.shape[0]
     if tokenizer.pad_token_id >= n_rows:
@@ -150,6 +173,8 @@ def load_reranker(
     head = getattr(model, HEAD, None)
     if head is None:
         raise ValueError(f"{type(model).__name__} has no {HEAD!r} head module; cannot save it with the adapter")
+    # fp32 head before peft copies it into modules_to_save: the copy inherits fp32 and its forward
+    fp32_head(head)
     T.check_modules_exist(model, names)
     if gradient_checkpointing:
         _enable_checkpointing(model)
@@ -163,12 +188,13 @@ def load_reranker(
         modules_to_save=[HEAD],
         bias="none",
     )
-    peft_model = get_peft_model(model, lora)
+    peft_model = get_peft_model(model, lora)  # peft upcasts LoRA A/B to fp32 (autocast_adapter_dtype)
+    fp32_trainables(peft_model)
     trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
     if not any(f".{HEAD}." in n for n in trainable) or not any("lora_" in n for n in trainable):
         raise RuntimeError(f"peft did not make the LoRA weights and the {HEAD!r} head trainable: {trainable[:8]}")
     n_train = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in peft_model.parameters())
-    log.info("reranker %s (%s): LoRA r=%d alpha=%s dropout=%s on %s; trainable %d / %d parameters",
-             src, family, rank, alpha, dropout, names, n_train, n_all)
+    log.info("reranker %s (%s, base %s, %d-logit head): LoRA r=%d alpha=%s dropout=%s on %s; trainable %d / %d "
+             "parameters (fp32)", src, family, model.dtype, head_labels, rank, alpha, dropout, names, n_train, n_all)
     return peft_model, tokenizer

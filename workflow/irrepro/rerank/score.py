@@ -3,14 +3,17 @@
 The path (what :func:`score_pairs` does, in order):
 
 1. **Tokenise once.** :func:`encode_pairs` gives exactly :func:`irrepro.rerank.inputs.encode_pair`'s
-   ids for every pair, but tokenises each distinct query and each distinct passage once, in
-   batched tokenizer calls (DL19's 4,300 candidate pairs have 43 distinct queries).
+   ids for every pair (the authors' one-string input with the passage's title, truncated
+   jointly to ``qmax + pmax``, no EOS: the training collator's rows), in batched tokenizer
+   calls.
 2. **Sort by length** (longest first, stable), so each batch holds sequences of similar length
    and the first batch is the largest (an out-of-memory error shows up at once, not at the end).
-3. **Dynamic right padding**: each batch is padded to its own longest sequence with the
-   tokenizer's pad id; the attention mask marks the real tokens. The model's score is read at
-   the last non-pad token (transformers' ``*ForSequenceClassification`` does this from
-   ``config.pad_token_id``), so pad must differ from eos (see :mod:`irrepro.rerank.inputs`).
+3. **Right padding as in training**: each batch is padded to its own longest sequence rounded
+   up to a multiple of 16 (:data:`irrepro.rerank.inputs.PAD_MULTIPLE`) with the tokenizer's
+   pad id; the attention mask marks the real tokens. The model's score is read at the last
+   non-pad token (transformers' ``*ForSequenceClassification`` does this from
+   ``config.pad_token_id``), which is the last real token because no row ends with the pad
+   id (checked when encoding, see :mod:`irrepro.rerank.inputs`).
 4. **Inference**: ``torch.inference_mode()``, model in eval mode (LoRA dropout off), autocast
    bf16 on CUDA when supported (fp16 otherwise), fp32 on CPU unless a dtype is asked for.
 5. **One transfer**: per-batch scores stay on the device; they are concatenated and copied to
@@ -31,8 +34,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..progress import progress
 from ..trec import ranked
-from .inputs import doc_text, encode_pair, query_text
+from .inputs import PAD_MULTIPLE, encode_texts, format_pair, max_length, pad_rows, passage_parts
 
 log = logging.getLogger("irrepro.rerank.score")
 
@@ -60,31 +64,20 @@ _DTYPE_NAMES = {
 
 
 # ----------------------------------------------------------------------------- tokenisation
-def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], qmax: int = 32, pmax: int = 164) -> list[list[int]]:
-    """Token ids of every pair, identical to ``[encode_pair(tokenizer, q, p, qmax, pmax) for q, p in pairs]``.
+def encode_pairs(tokenizer, pairs: Sequence[tuple[str, Any]], qmax: int = 32, pmax: int = 164) -> list[list[int]]:
+    """Token ids of every pair, identical to :func:`irrepro.rerank.inputs.encode_pair` per pair.
 
-    Distinct queries and distinct passages are each tokenised once, in one batched call per
-    side (the fast tokenizers' batch path); query and document are truncated separately, as
-    in :func:`encode_pair`. Slow (Python) tokenizers fall back to :func:`encode_pair`.
+    A pair is ``(query, passage)`` with the passage as plain text or as ``{"text", "title"}``
+    (:func:`irrepro.rerank.inputs.passage_parts`); the strings are tokenised in batched
+    tokenizer calls, each truncated jointly to ``qmax + pmax`` tokens.
     """
     if not pairs:
         return []
-    if not getattr(tokenizer, "is_fast", False):
-        return [encode_pair(tokenizer, q, p, qmax=qmax, pmax=pmax) for q, p in pairs]
-    q_index: dict[str, int] = {}
-    p_index: dict[str, int] = {}
-    for q, p in pairs:
-        q_index.setdefault(q, len(q_index))
-        p_index.setdefault(p, len(p_index))
-    q_ids = tokenizer([query_text(q) for q in q_index], add_special_tokens=False, truncation=True, max_length=qmax)[
-        "input_ids"
-    ]
-    p_ids = tokenizer([doc_text(p) for p in p_index], add_special_tokens=False, truncation=True, max_length=pmax)[
-        "input_ids"
-    ]
-    head = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    tail = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    return [head + q_ids[q_index[q]] + p_ids[p_index[p]] + tail for q, p in pairs]
+    texts = []
+    for query, passage in pairs:
+        text, title = passage_parts(passage)
+        texts.append(format_pair(query, text, title))
+    return encode_texts(tokenizer, texts, max_length(qmax, pmax))
 
 
 # ----------------------------------------------------------------------------- dtype / device
@@ -142,14 +135,9 @@ def _pad_token_id(model, tokenizer=None) -> int:
         pad = tokenizer.pad_token_id if pad is None else pad
     if pad is None:
         raise ValueError(
-            "no pad token id: set tokenizer.pad_token (not eos) and model.config.pad_token_id; the score is read "
-            "at the last non-pad token, which needs a pad id to find it in padded batches"
-        )
-    eos = getattr(tokenizer, "eos_token_id", None) if tokenizer is not None else None
-    if eos is not None and pad == eos:
-        raise ValueError(
-            f"pad token id {pad} equals eos: the appended eos would be taken for padding and the score read "
-            "at the wrong token; use a distinct pad token (see irrepro.rerank.inputs)"
+            "no pad token id: set tokenizer.pad_token (irrepro.rerank.model.load_tokenizer) and "
+            "model.config.pad_token_id; the score is read at the last non-pad token, which needs a pad id "
+            "to find it in padded batches"
         )
     return int(pad)
 
@@ -161,18 +149,14 @@ def length_batches(lengths: np.ndarray, batch_size: int) -> tuple[np.ndarray, li
     return order, [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def pad_batch(encoded: Sequence[Sequence[int]], idx: np.ndarray, pad_id: int, width: int | None = None):
+def pad_batch(encoded: Sequence[Sequence[int]], idx: np.ndarray, pad_id: int, width: int | None = None,
+              multiple: int | None = PAD_MULTIPLE):
     """Right-padded ``(input_ids, attention_mask)`` int64 numpy arrays for sequences ``idx``.
 
-    ``width`` defaults to the batch's longest sequence (dynamic padding).
+    ``width`` defaults to the batch's longest sequence rounded up to ``multiple`` (the
+    training collator's padding, :func:`irrepro.rerank.inputs.pad_rows`).
     """
-    lens = np.fromiter((len(encoded[i]) for i in idx), dtype=np.int64, count=len(idx))
-    width = int(lens.max()) if width is None else int(width)
-    mask = np.arange(width)[None, :] < lens[:, None]
-    ids = np.full((len(idx), width), pad_id, dtype=np.int64)
-    # row-major boolean assignment fills row 0's real positions first, then row 1's, ...
-    ids[mask] = np.fromiter((t for i in idx for t in encoded[i]), dtype=np.int64, count=int(lens.sum()))
-    return ids, mask.astype(np.int64)
+    return pad_rows([encoded[i] for i in idx], pad_id, multiple=multiple, width=width)
 
 
 def score_encoded(
@@ -182,11 +166,21 @@ def score_encoded(
     batch_size: int = 64,
     dtype: Any = "auto",
     pad_to: int | None = None,
+    keys: Sequence[Any] | None = None,
+    desc: str = "scoring",
 ) -> np.ndarray:
     """Scores (float32 numpy array, input order) of pre-tokenised sequences.
 
-    ``pad_to`` pads every batch to a fixed width instead of its longest sequence (only for
-    benchmarking the cost of static padding).
+    The score is logit 0 of the head (``num_labels=1``: the only one; a 2-logit head of the
+    authors' training build: the logit their loss trains as "relevant", and the one
+    Tevatron's rerank driver reads). A NaN/inf score raises
+    :class:`~irrepro.rerank.precision.NonFiniteError` naming ``keys[i]`` (e.g. the
+    ``(qid, docid)``), or the pair's index without ``keys``.
+
+    Each batch is padded to its longest sequence rounded up to a multiple of 16, as in
+    training; ``pad_to`` pads every batch to a fixed width instead (only for benchmarking
+    the cost of static padding). Progress (pairs scored) is shown as ``desc``
+    (:func:`irrepro.progress.progress`).
     """
     import torch
 
@@ -205,15 +199,16 @@ def score_encoded(
     model.eval()
     outs = []
     try:
-        with torch.inference_mode(), _autocast(device, amp):
+        with torch.inference_mode(), _autocast(device, amp), progress(desc=desc, total=n, unit="pairs") as bar:
             for idx in batches:
                 ids, mask = pad_batch(encoded, idx, pad_token_id, width=pad_to)
                 ids_t = torch.from_numpy(ids).to(device, non_blocking=True)
                 mask_t = torch.from_numpy(mask).to(device, non_blocking=True)
                 logits = model(input_ids=ids_t, attention_mask=mask_t).logits
-                if logits.ndim != 2 or logits.shape[1] != 1:
-                    raise ValueError(f"expected logits of shape (batch, 1) (num_labels=1), got {tuple(logits.shape)}")
+                if logits.ndim != 2 or logits.shape[1] not in (1, 2):
+                    raise ValueError(f"expected logits of shape (batch, 1) or (batch, 2), got {tuple(logits.shape)}")
                 outs.append(logits[:, 0])
+                bar.update(len(idx))
         # one device->host transfer for the whole set
         sorted_scores = torch.cat(outs).float().cpu().numpy()
     finally:
@@ -221,6 +216,9 @@ def score_encoded(
             model.train()
     scores = np.empty(n, dtype=np.float32)
     scores[order] = sorted_scores
+    from .precision import check_finite_scores
+
+    check_finite_scores(scores, keys)
     return scores
 
 
@@ -244,7 +242,7 @@ def score_pairs(
     t0 = time.perf_counter()
     encoded = encode_pairs(tokenizer, pairs, qmax=qmax, pmax=pmax)
     t1 = time.perf_counter()
-    scores = score_encoded(model, encoded, pad, batch_size=batch_size, dtype=dtype)
+    scores = score_encoded(model, encoded, pad, batch_size=batch_size, dtype=dtype, keys=pairs)
     t2 = time.perf_counter()
     if pairs:
         log.debug(
@@ -258,12 +256,13 @@ def score_pairs(
 def candidates(
     run: Mapping[str, Mapping[str, float]],
     topics: Mapping[str, str],
-    passages: Mapping[str, str],
+    passages: Mapping[str, Any],
     depth: int,
-) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+) -> tuple[list[tuple[str, str]], list[tuple[str, Any]]]:
     """``(keys, pairs)``: each query's first-stage top-``depth`` as ``(qid, docid)`` keys and
     ``(query, passage)`` pairs, queries in sorted-qid order, documents in first-stage order
-    (score descending, ties by docid descending, as trec_eval ranks them)."""
+    (score descending, ties by docid descending, as trec_eval ranks them). A passage is
+    whatever ``passages`` holds for the docid: its text, or ``{"text", "title"}``."""
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
         raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
     missing_q = [q for q in run if q not in topics]
@@ -301,7 +300,7 @@ def rerank(
     tokenizer,
     run: Mapping[str, Mapping[str, float]],
     topics: Mapping[str, str],
-    passages: Mapping[str, str],
+    passages: Mapping[str, Any],
     depth: int,
     **kw,
 ) -> Run:

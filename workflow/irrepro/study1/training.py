@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..datasets import get, source_path
 from .bases import resolve_base
+from ..rundir import publish_work_dir
 
 log = logging.getLogger("irrepro.study1")
 
@@ -68,14 +69,17 @@ def finetune(P: dict, family: str, rank: int, targets: str, base: str, groups: s
         warmup_ratio=F["warmup_ratio"],
         bf16=F["bf16"],
         gradient_checkpointing=F["gradient_checkpointing"],
+        base_dtype=F["base_dtype"],
+        head_labels=F["head_labels"],
         seed=F["seed"],
         threads=F["threads"],
         token=os.environ.get("HF_TOKEN") or None,
+        # optional TensorBoard events: a log beside the job's log, never inside the output
+        report_to=F.get("report_to", "none"),
+        logging_dir=Path("logs") / P["profile"] / "tensorboard" / out.name,
     )
     from ..launch import is_main_process
 
     if is_main_process():  # in a multi-process launch only rank 0 publishes the directory
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(work, out)
+        publish_work_dir(work, out)
     return summary

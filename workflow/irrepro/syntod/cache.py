@@ -6,7 +6,10 @@ weight fingerprint), the messages, the resolved sampling parameters and ``json_m
 ``meta`` for backends whose reply depends on it: the offline simulator). Files are written
 atomically (temp file + rename), so two processes filling the same cache at worst both call
 the backend for one key and the last complete file wins; a reader never sees half a file. An
-unreadable entry is logged and refetched. No secret is part of a key or a file.
+unreadable entry is logged and refetched. No secret is part of a key or a file. An entry also
+keeps the reply's token ``usage`` (``{"prompt_tokens", "completion_tokens"}``, or null when the
+backend reports none); :meth:`CachedBackend.usage_totals` sums it over every reply served, cached
+or fetched, so a generation's stats.json says what its data cost (``irrepro plan`` reads it).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 
 from ..utils import atomic_path
 from .llm import Backend, _check_messages
+from ..secrets import redact_obj
 
 log = logging.getLogger("irrepro.syntod.cache")
 
@@ -51,6 +55,8 @@ class CachedBackend(Backend):
         self.cache_dir = Path(cache_dir)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.hits = self.misses = self.calls = 0
+        self.last_usage: dict | None = None
+        self._usage = {"replies": 0, "prompt_tokens": 0, "completion_tokens": 0, "replies_without_usage": 0}
 
     def path_for(self, key: str) -> Path:
         return self.cache_dir / key[:2] / f"{key}.json"
@@ -61,19 +67,38 @@ class CachedBackend(Backend):
         sampling = self.inner.sampling(temperature, max_tokens, seed)
         key, request = request_key(self.inner, messages, sampling, json_mode, meta)
         path = self.path_for(key)
-        reply = self._read(path, key)
-        if reply is not None:
+        entry = self._read(path, key)
+        if entry is not None:
             self.hits += 1
-            return reply
+            self._count(entry.get("usage"))
+            return entry["reply"]
         self.misses += 1
         self.calls += 1
-        reply = self.inner.chat(messages, json_mode=json_mode, meta=meta, **sampling)
+        # a key or credential the server reflected into its reply is never stored (nor returned)
+        reply = self.inner.mask(self.inner.chat(messages, json_mode=json_mode, meta=meta, **sampling))
+        usage = getattr(self.inner, "last_usage", None)
         with atomic_path(path) as tmp:
-            Path(tmp).write_text(json.dumps({"key": key, **request, "reply": reply}, ensure_ascii=False, indent=1),
-                                 encoding="utf-8")
+            Path(tmp).write_text(json.dumps(redact_obj({"key": key, **request, "reply": reply, "usage": usage}),
+                                            ensure_ascii=False, indent=1), encoding="utf-8")
+        self._count(usage)
         return reply
 
-    def _read(self, path: Path, key: str) -> str | None:
+    def _count(self, usage) -> None:
+        ok = isinstance(usage, dict) and all(isinstance(usage.get(k), int) for k in ("prompt_tokens", "completion_tokens"))
+        self.last_usage = dict(usage) if ok else None
+        if ok:
+            self._usage["replies"] += 1
+            self._usage["prompt_tokens"] += usage["prompt_tokens"]
+            self._usage["completion_tokens"] += usage["completion_tokens"]
+        else:
+            self._usage["replies_without_usage"] += 1
+
+    def usage_totals(self) -> dict:
+        """Token usage summed over every reply served (cache hits included; entries written before
+        usage was recorded, or from backends without it, count in ``replies_without_usage``)."""
+        return dict(self._usage)
+
+    def _read(self, path: Path, key: str) -> dict | None:
         try:
             entry = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -84,7 +109,7 @@ class CachedBackend(Backend):
         if not isinstance(entry, dict) or entry.get("key") != key or not isinstance(entry.get("reply"), str):
             log.warning("cache: entry %s is not a reply for this key; asking the backend again", path)
             return None
-        return entry["reply"]
+        return entry
 
     def stats(self) -> dict:
         return {"hits": self.hits, "misses": self.misses, "calls": self.calls}

@@ -108,12 +108,18 @@ class Example(NamedTuple):
     target: str
 
 
+# what follows the header's colon in the published files: one space in cooking, two in
+# e-commerce (the e-commerce converter adds one before its " ### ASSISTANT: " prefix)
+HEADER_END = {"cooking": " ", "ecommerce": "  "}
+
+
 def header_for(domain: str, intents: Iterable[str]) -> str:
-    """The published header wording for ``domain`` ("cooking" or "ecommerce")."""
+    """The published header for ``domain`` ("cooking" or "ecommerce"), byte for byte as in the
+    published test files when ``intents`` is the graph's ``header_intents``."""
     if domain not in DOMAIN_TOPICS:
         raise ValueError(f"unknown SynTOD domain {domain!r}; expected one of {sorted(DOMAIN_TOPICS)}")
     return (f"Conversation between human and AI that helps with {DOMAIN_TOPICS[domain]}, "
-            f"allowed user intents are; {', '.join(intents)}: ")
+            f"allowed user intents are; {', '.join(intents)}:{HEADER_END[domain]}")
 
 
 def header_intents(header: str) -> list[str]:
@@ -383,12 +389,40 @@ def summarize(convs: list[Conversation]) -> dict:
     }
 
 
+def check_annotations(path: Path, convs: list[Conversation]) -> None:
+    """``--strict``: every human turn carries an intent, and the intent is one of the domain's
+    (the graph's intents and their ``eval_as`` names; the conversation header's list when the
+    domain is unknown). A problem raises :class:`~irrepro.errors.InputError` naming file and line."""
+    from ..errors import InputError
+    from .graph import DOMAINS, load_graph
+
+    lines = [n for n, ln in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if ln.strip()]
+    known: dict[str, set] = {}
+    for line, conv in zip(lines, convs):
+        domain = conv.meta.get("domain")
+        if domain in DOMAINS and domain not in known:
+            g = load_graph(domain)
+            known[domain] = set(g.intents) | {v["eval_as"] for v in g.intents.values() if v.get("eval_as")}
+        allowed = known.get(domain) or set(conv.intents or [])
+        for k, turn in enumerate(conv.turns):
+            if turn.role != "human":
+                continue
+            if not turn.intent:
+                raise InputError(f"human turn {k} has no intent annotation", file=path, line=line,
+                                 hint="--strict requires one on every human turn")
+            if allowed and turn.intent not in allowed:
+                raise InputError(f"human turn {k}: intent {turn.intent!r} is not an intent of domain "
+                                 f"{domain or '(from the header)'}", file=path, line=line)
+
+
 def check_file(path: str | os.PathLike, strict: bool = False) -> dict:
     """:func:`summarize` one JSONL file plus its round-trip check: ``round_trip_mismatches``
     counts published records whose re-rendered text differs from the stored text, and
     structured records whose rendered text parses back to different turns."""
     path = Path(path)
     convs = read_jsonl(path, strict)
+    if strict:
+        check_annotations(path, convs)
     records = [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
     bad = 0
     for rec, conv in zip(records, convs):

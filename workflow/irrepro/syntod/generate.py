@@ -47,6 +47,9 @@ from typing import Any, Sequence
 
 import yaml
 
+from ..yamlio import load_yaml
+
+from ..progress import progress
 from ..utils import atomic_path
 from .format import (
     DOMAIN_TOPICS,
@@ -141,6 +144,15 @@ class Prompts:
                 raise PromptError(f"{source}: {domain}: needs 'user' and 'system' mappings of templates")
             for intent, text in section["user"].items():
                 self._add(f"{domain}.user.{intent}", text, FIELDS["user"])
+            temps = section.get("temperature") or {}
+            if not isinstance(temps, dict) or set(temps) - {"user", "system"}:
+                raise PromptError(f"{source}: {domain}.temperature: a mapping with 'user' and/or 'system'")
+            for role, table in temps.items():
+                for name, t in (table or {}).items():
+                    if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= 2:
+                        raise PromptError(f"{source}: {domain}.temperature.{role}.{name}: a number in [0, 2], got {t!r}")
+                    if name not in section[role]:
+                        raise PromptError(f"{source}: {domain}.temperature.{role}.{name}: no such {role} template")
             for state, entry in section["system"].items():
                 key = f"{domain}.system.{state}"
                 if isinstance(entry, dict):
@@ -185,11 +197,17 @@ class Prompts:
         d = graph.domain
         if d not in self.data["domains"]:
             raise PromptError(f"{Path(self.source).name}: domains: no entry for {d!r}")
-        missing = [f"{d}.user.{i}" for i in graph.intents if f"{d}.user.{i}" not in self.fields]
+        missing = [f"{d}.user.{i}" for i in graph.kept_intents() if f"{d}.user.{i}" not in self.fields]
         missing += [f"{d}.system.{n}" for n, node in graph.nodes.items()
                     if node.role == "system" and n != graph.end and f"{d}.system.{n}" not in self.fields]
         if missing:
             raise PromptError(f"{Path(self.source).name}: missing template(s) for graph {graph.source}: {', '.join(missing)}")
+
+    def temperature(self, domain: str, role: str, name: str) -> float | None:
+        """The sampling temperature of one turn (``<domain>.temperature.<role>.<name>``), or
+        None for the backend's default (the release: 1.0 unless a prompt sets its own)."""
+        table = ((self.data.get(domain) or {}).get("temperature") or {}).get(role) or {}
+        return table.get(name)
 
     def sha256(self) -> str:
         return hashlib.sha256(json.dumps(self.data, sort_keys=True).encode()).hexdigest()
@@ -199,7 +217,7 @@ def load_prompts(path: str | os.PathLike | None = None) -> Prompts:
     """Read and check ``prompts.yaml`` (default: the packaged one); PromptError names template + field."""
     path = Path(path or PROMPTS_PATH)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path)
     except (OSError, yaml.YAMLError) as exc:
         raise PromptError(f"{path}: cannot read prompts: {exc}") from None
     return Prompts(data, str(path))
@@ -228,6 +246,24 @@ def item_query(item) -> str:
         if w not in STOPWORDS and len(w) > 1 and w not in terms:
             terms.append(w)
     return " ".join(terms[:QUERY_TERMS]) or item.title.lower()
+
+
+def keyword_query(item, n: int = 4) -> str:
+    """A keyword-style suggestion query that does not name the dish / product (the release asks
+    the user simulator for one, Recipe/prompts SUGGEST_RECIPE_PROMPT): recipes: tags, then
+    ingredient words; products: category, then attribute values; words of the title left out."""
+    title = set(_WORD.findall(item.title.lower()))
+    raw = item.raw
+    if isinstance(item, Recipe):
+        pool = [str(t) for t in raw.get("tags") or []] + _ingredient_names(item)
+    else:
+        pool = [item.category] + [v for vs in _attributes(item).values() for v in vs[:1]]
+    terms: list[str] = []
+    for phrase in pool:
+        for w in _WORD.findall(str(phrase).lower()):
+            if w not in STOPWORDS and w not in title and len(w) > 2 and not w.isdigit() and w not in terms:
+                terms.append(w)
+    return " ".join(terms[:n]) or ("dinner ideas" if isinstance(item, Recipe) else "gift ideas")
 
 
 def catalog_text(item) -> str:
@@ -379,6 +415,10 @@ def slot_value(name: str, typ: str, intent: str, item, target, state: dict, item
         if name == "query" and intent == "compare_products":
             names = [_short(items[i].title, 4) for i in state.get("compare") or [] if i in items]
             return "compare " + " and ".join(names)
+        if intent in ("suggest_recipe", "suggest_product"):
+            return keyword_query(target)
+        if intent == "search_recipe" and str(target.raw.get("query") or "").strip():
+            return _flat(target.raw["query"], None)  # the seed's own query, as the release asks for it
         return item_query(target)
     if typ == "attributes":
         attrs = [(k, v[0]) for k, v in _attributes(item).items() if v]
@@ -459,8 +499,12 @@ class _ConversationBuilder:
     def _last(self, role: str) -> str:
         return next((t.text for t in reversed(self.turns) if t.role == role), "")
 
+    def _target(self, state: dict):
+        """The item the current query looks for (Walk.targets; the walk's target before any)."""
+        return self.items.get(self.w.target_of(state)) or self.target
+
     def _common(self, state: dict) -> dict:
-        item = self.items.get(state.get("selected")) or self.target
+        item = self.items.get(state.get("selected")) or self._target(state)
         n_steps = state.get("n_steps") or 0
         return {**self.base, "history": self._history(), "last_system": self._last("assistant"),
                 "item_title": _flat(item.title, None), "item_description": _description(item),
@@ -470,8 +514,10 @@ class _ConversationBuilder:
         instruction = self.p.render(key, fields)
         messages = [{"role": "system", "content": self.p.render(f"{role}_system", fields)},
                     {"role": "user", "content": self.p.render(f"{role}_turn", {**fields, "instruction": instruction})}]
+        temperature = self.p.temperature(self.g.domain, role, key.rsplit(".", 1)[-1])
         reply = chat_json(self.backend, messages, required_keys=["text"], max_repairs=self.max_repairs,
-                          seed=turn_seed(self.backend, self.w.id, meta["turn"]), meta={**meta, "conversation": self.w.id})
+                          seed=turn_seed(self.backend, self.w.id, meta["turn"]), temperature=temperature,
+                          meta={**meta, "conversation": self.w.id})
         return _clean(reply["text"]) or "..."
 
     def user_turn(self, i: int) -> None:
@@ -483,7 +529,7 @@ class _ConversationBuilder:
         for name, typ in types.items():
             value = step.slots.get(name)
             slots[name] = value if value is not None else slot_value(
-                name, typ, step.intent, item, self.target, step.state, self.items, rng)
+                name, typ, step.intent, item, self._target(step.state), step.state, self.items, rng)
         hints = _hints(step.intent, self.g.nodes[step.node].effect, types, item, step.state, rng)
         fields.update(intent=step.intent, intent_description=self.g.intents[step.intent]["description"],
                       slots=json.dumps(slots, ensure_ascii=False), target_step=step.state.get("step") or "",
@@ -536,9 +582,10 @@ class _ConversationBuilder:
         recipe = item if isinstance(item, Recipe) else None
         cart = [self.items[x] for x in state.get("cart") or [] if x in self.items]
         compare = [self.items[x] for x in state.get("compare") or [] if x in self.items]
-        suggestions = [_flat(t, None) for t in (self.target.raw.get("related") or [])] or [_flat(x.title, None) for x in page]
+        target = self._target(state)
+        suggestions = [_flat(t, None) for t in (target.raw.get("related") or [])] or [_flat(x.title, None) for x in page]
         facts = self._facts(i, item, state)
-        query = self.query or item_query(self.target)
+        query = self.query or item_query(target)
         fields.update(
             state=step.node, last_user=self._last("human"), query=query,
             results="\n".join(_result_line(k, x) for k, x in enumerate(page, 1)),
@@ -584,7 +631,7 @@ class _ConversationBuilder:
         meta = {"id": self.w.id, "domain": self.g.domain, "source": f"generate:graph:{self.w.id}",
                 "method": "graph", "walk_sha256": _walk_sha(self.w), "generator": fingerprint,
                 "target": self.w.target, "user_turns_missing_slots": self.missing_slots}
-        return Conversation(header, list(self.g.intents), self.turns, meta)
+        return Conversation(header, list(self.g.header_intents), self.turns, meta)
 
 
 def turn_seed(backend: Backend, conversation: str, turn: int | str) -> int:
@@ -688,7 +735,7 @@ def _run(jobs: list[tuple[str, Any]], make, out_jsonl, out_text, resume: bool, f
     every = max(1, len(todo) // 10)
     appender = _Appender(out_jsonl)
     try:
-        for k, (cid, job) in enumerate(todo, 1):
+        for k, (cid, job) in enumerate(progress(todo, desc=what, unit="conversations"), 1):
             conv = make(job)
             if conv is None:
                 failed += 1
@@ -706,6 +753,8 @@ def _run(jobs: list[tuple[str, Any]], make, out_jsonl, out_text, resume: bool, f
         backend.log_stats()
     return {"requested": len(jobs), "conversations": len(ordered), "resumed": len(keep),
             "generated": len(ordered) - len(keep), "failed": failed, "backend_calls": _cache_stats(backend),
+            # token usage of every reply served (irrepro plan's LLM-cost calibration)
+            "llm_usage": backend.usage_totals() if hasattr(backend, "usage_totals") else None,
             "backend": backend.describe(), "structured": str(out_jsonl), "text": str(out_text)}
 
 
@@ -727,7 +776,7 @@ def generate_conversations(walks: Sequence[Walk], graph: Graph, items: Sequence,
     if bad:
         raise SeedError(f"walk {bad[0]}: not a walk of graph {graph.source} over these items "
                         "(domain, node names or item ids differ)")
-    header = header_for(graph.domain, graph.intents)
+    header = header_for(graph.domain, graph.header_intents)
     fingerprint = _fingerprint(backend, prompts, method)
 
     def make(walk: Walk) -> Conversation | None:
@@ -774,7 +823,8 @@ def parse_naive_reply(reply: str, header: str, conv_id: str, domain: str) -> tup
 
 def _intent_lines(graph: Graph) -> str:
     lines = []
-    for name, spec in graph.intents.items():
+    for name in graph.kept_intents():
+        spec = graph.intents[name]
         slots = ", ".join(f"{k} ({t})" for k, t in spec["slots"].items()) or "no slots"
         lines.append(f"- {name}: {spec['description']}; slots: {slots}")
     return "\n".join(lines)
@@ -793,13 +843,13 @@ def generate_naive(n: int, domain: str, graph: Graph, items: Sequence, backend: 
         raise ValueError(f"generate_naive: need n >= 1 and items (n={n}, {len(items)} items)")
     prompts = prompts or load_prompts()
     prompts.check_graph(graph)
-    header = header_for(domain, graph.intents)
+    header = header_for(domain, graph.header_intents)
     dom = prompts.data["domains"][domain]
     fingerprint = _fingerprint(backend, prompts, "naive")
     order = list(range(len(items)))
     random.Random(f"{seed}:naive").shuffle(order)
     by_id = {it.id: it for it in items}
-    slot_types = {k: dict(v["slots"]) for k, v in graph.intents.items()}
+    slot_types = {k: dict(graph.intents[k]["slots"]) for k in graph.kept_intents()}
     rejected = [0]
 
     def make(job: tuple[int, Any]) -> Conversation | None:
@@ -816,7 +866,7 @@ def generate_naive(n: int, domain: str, graph: Graph, items: Sequence, backend: 
                   "domain_topic": DOMAIN_TOPICS.get(domain, domain), "header": header, "intents": _intent_lines(graph),
                   "n_turns": n_turns, "item_title": _flat(item.title, None), "item_description": _description(item)}
         messages = [{"role": "user", "content": prompts.render("naive", fields)}]
-        meta = {"task": "naive_conversation", "domain": fields["domain_topic"], "intents": list(graph.intents),
+        meta = {"task": "naive_conversation", "domain": fields["domain_topic"], "intents": graph.kept_intents(),
                 "slots": slot_types, "slot_values": values, "item": _item_meta(item), "n_turns": n_turns,
                 "conversation": cid}
         problem = ""

@@ -26,6 +26,20 @@ counter never passes the real number of steps; goto picks another real step);
 ``cart_remove`` / ``compare_remove`` remove a random item (needs one); ``cart_clear`` buys.
 After the walk the pages are filled: the target at the position of the first selection,
 distinct other catalog items (``pager``; default: a seeded random sample) elsewhere.
+
+Rules that change the sampled node instead of masking an edge (the original walkers draw a
+node and then overwrite it): a ``max_count`` rule with ``instead`` sends a walk that would
+pass the limit to ``instead`` (e.g. more_results -> select_i); a ``replace`` rule replaces a
+sampled user node of its ``nodes``, while the walk state matches ``when`` (``selected``: an
+item was selected; ``task_started``: a recipe step was shown), with probability ``prob`` by a
+uniform choice among the allowed ``by`` nodes. Each replacement is recorded in the step's
+``info`` (``replaced``: the drawn node, ``rule``) and counted in ``Walk.replaced``.
+
+Every query (a ``new_query`` node) after the first looks for another item (``Walk.targets``;
+the e-commerce release searches for the next product it adds to the cart / comparison list):
+the first selection on that query's pages is that item. Intents marked ``drop`` (the release's
+safety and rare intents) are sampled and then deleted together with the following system turn,
+as the release's converter does (``Walk.dropped`` counts them).
 """
 
 from __future__ import annotations
@@ -41,6 +55,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import jsonschema
 import yaml
+
+from ..yamlio import YAMLInputError, load_yaml
 
 from ..utils import atomic_path
 
@@ -101,6 +117,7 @@ class Graph:
     intents: dict  # intent -> {"slots": {name: type}, "eval_as": str | None, "description": str}
     nodes: dict  # name -> Node
     rules: tuple[Rule, ...]
+    header_intents: tuple[str, ...] = ()  # the intent names the published header lists
 
     def rules_for(self, node: str) -> list[Rule]:
         return [r for r in self.rules if node in r.nodes]
@@ -108,6 +125,14 @@ class Graph:
     def eval_fold(self) -> dict[str, str]:
         """Intent -> label it is folded into for evaluation (``eval_as``)."""
         return {k: v["eval_as"] for k, v in self.intents.items() if v.get("eval_as")}
+
+    def dropped_intents(self) -> set[str]:
+        """Intents sampled and then deleted with the following system turn (``drop: true``)."""
+        return {k for k, v in self.intents.items() if v.get("drop")}
+
+    def kept_intents(self) -> list[str]:
+        """The intents a finished conversation can carry (every intent but the dropped ones)."""
+        return [k for k, v in self.intents.items() if not v.get("drop")]
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -146,15 +171,16 @@ def load_graph(domain_or_path: str | os.PathLike) -> Graph:
     path = graph_path(domain_or_path)
     name = path.name
     try:
-        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+        raw = load_yaml(path)
     except FileNotFoundError:
         raise GraphError(f"{path}: not found (domains: {', '.join(DOMAINS)})") from None
     except GraphError as exc:
         raise GraphError(f"{name}: {exc}") from None
+    except YAMLInputError as exc:  # duplicate key or syntax error: file and line named
+        raise GraphError(str(exc)) from None
     except yaml.YAMLError as exc:
         raise GraphError(f"{name}: not valid YAML: {exc}") from None
-    with open(SCHEMA_PATH) as fh:
-        schema = yaml.safe_load(fh)
+    schema = load_yaml(SCHEMA_PATH)
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(raw), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         raise GraphError(f"{name}: invalid graph:\n  " + "\n  ".join(f"{name}: {_key(e.absolute_path)}: {e.message}" for e in errors))
@@ -167,12 +193,14 @@ def load_graph(domain_or_path: str | os.PathLike) -> Graph:
         for n, spec in raw["nodes"].items()
     }
     intents = {k: {"slots": dict((v or {}).get("slots", {})), "eval_as": (v or {}).get("eval_as"),
-                   "description": (v or {}).get("description", "")} for k, v in raw["intents"].items()}
+                   "description": (v or {}).get("description", ""), "drop": bool((v or {}).get("drop"))}
+               for k, v in raw["intents"].items()}
     rules = tuple(Rule(r["name"], r["kind"], frozenset(r["nodes"]),
                        {k: v for k, v in r.items() if k not in ("name", "kind", "nodes", "description")})
                   for r in raw["constraints"]["rules"])
+    header = tuple(raw.get("header_intents") or [k for k, v in intents.items() if not v["drop"]])
     g = Graph(raw["domain"], str(path), raw["items"], raw["start"], raw["end"], raw["page_size"],
-              raw["constraints"]["max_length"], intents, nodes, rules)
+              raw["constraints"]["max_length"], intents, nodes, rules, header)
     log.info("graph %s: %d nodes, %d intents, %d rules", name, len(nodes), len(intents), len(rules))
     return g
 
@@ -237,9 +265,28 @@ def check_semantics(raw: dict) -> list[str]:
                 P.append(f"constraints.rules[{i}].nodes[{j}]: unknown node {n!r}")
         if r["kind"] in STEP_RULES and raw["items"] != "recipe":
             P.append(f"constraints.rules[{i}].kind: {r['kind']!r} needs items: recipe (items: {raw['items']})")
+        for key in ("count", "by", "reset"):
+            for j, n in enumerate(r.get(key) or []):
+                if n not in nodes:
+                    P.append(f"constraints.rules[{i}].{key}[{j}]: unknown node {n!r}")
+        targets = list(r.get("by") or []) + ([r["instead"]] if r.get("instead") else [])
+        if r.get("instead") and r["instead"] not in nodes:
+            P.append(f"constraints.rules[{i}].instead: unknown node {r['instead']!r}")
+        for n in r["nodes"]:
+            for t in targets:
+                if n in nodes and t in nodes and nodes[n]["role"] != nodes[t]["role"]:
+                    P.append(f"constraints.rules[{i}]: {nodes[n]['role']} node {n!r} cannot be replaced by "
+                             f"{nodes[t]['role']} node {t!r}")
+        if r["kind"] == "replace" and any(n in nodes and nodes[n]["role"] != "user" for n in r["nodes"]):
+            P.append(f"constraints.rules[{i}].nodes: a replace rule replaces user nodes only")
     if P:
         return P  # reachability is meaningless with dangling edges
     forward = {n: [e["to"] for e in s.get("next", [])] for n, s in nodes.items()}
+    for r in raw["constraints"]["rules"]:  # a replacement is a transition too
+        targets = list(r.get("by") or []) + ([r["instead"]] if r.get("instead") else [])
+        for n, tos in list(forward.items()):
+            if set(tos) & set(r["nodes"]):
+                forward[n] = tos + [t for t in targets if t not in tos]
     backward: dict[str, list[str]] = {n: [] for n in nodes}
     for n, tos in forward.items():
         for to in tos:
@@ -382,8 +429,9 @@ class Step:
 @dataclass
 class Walk:
     """One sampled walk. ``pages[k]`` = item ids of the k-th result page shown (a state's
-    ``page`` indexes it); ``stop_reason``: end | max_length | dead_end; ``masked``: how
-    often each rule (or ``effect:<name>`` precondition) masked an edge in this walk."""
+    ``page`` indexes it); ``stop_reason``: end | max_length | dead_end (decided before the
+    dropped turns are deleted); ``masked``: how often each rule (or ``effect:<name>``
+    precondition) masked an edge in this walk."""
     id: str
     domain: str
     seed: int
@@ -392,6 +440,16 @@ class Walk:
     steps: list[Step]
     stop_reason: str
     masked: dict
+    # targets[q - 1]: the item query q looks for (targets[0] == target); replaced / dropped:
+    # how often each replace rule changed a drawn node / each dropped intent was deleted
+    targets: list[str] = field(default_factory=list)
+    replaced: dict = field(default_factory=dict)
+    dropped: dict = field(default_factory=dict)
+
+    def target_of(self, state: dict) -> str:
+        """The item the query current in ``state`` looks for (the walk's target before any)."""
+        q = int(state.get("query") or 1)
+        return self.targets[q - 1] if 0 < q <= len(self.targets) else self.target
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -427,6 +485,7 @@ class _WalkState:
         self.g, self.rng = graph, rng
         self.n_steps = len(target.steps) if graph.items == "recipe" else None
         self.visits: Counter = Counter()
+        self.history: list[str] = []  # nodes entered, in order
         self.pages = 0
         self.page: int | None = None
         self.page_no = self.query_no = 0
@@ -435,11 +494,37 @@ class _WalkState:
         self.cart: list[tuple] = []
         self.compare: list[tuple] = []
         self.step, self.finished = 0, False
+        self.page_query: list[int] = []  # page index -> the query (1-based) it answers
+        self.anchors: dict[int, tuple] = {}  # query -> (page, position) of its first selection
+
+    def over_limit(self, r: Rule) -> bool:
+        """A ``max_count`` rule's limit is reached: visits of ``count`` (default: its nodes),
+        counted since the last visit of a ``reset`` node when the rule has ``reset``."""
+        counted = set(r.params.get("count") or r.nodes)
+        since = self.history
+        if r.params.get("reset"):
+            last = max((k for k, n in enumerate(self.history) if n in r.params["reset"]), default=-1)
+            since = self.history[last + 1:]
+        return sum(n in counted for n in since) >= r.params["max"]
+
+    def redirect(self, node: Node) -> tuple[str, str] | None:
+        """(rule, node to go to instead) when a ``max_count`` rule with ``instead`` catches ``node``."""
+        for r in self.g.rules_for(node.name):
+            if r.kind == "max_count" and r.params.get("instead") and self.over_limit(r):
+                return r.name, r.params["instead"]
+        return None
+
+    def matches(self, when: dict) -> bool:
+        """The walk state matches a ``replace`` rule's ``when`` (selected / task_started)."""
+        now = {"selected": self.first_selected is not None, "task_started": self.step > 0}
+        return all(now[k] == v for k, v in (when or {}).items())
 
     def blocked_by(self, node: Node) -> str | None:
         """Name of the rule or effect precondition that forbids entering ``node`` now."""
         for r in self.g.rules_for(node.name):
-            if r.kind == "max_count" and sum(self.visits[n] for n in r.nodes) >= r.params["max"]:
+            if r.kind == "max_count" and not r.params.get("instead") and self.over_limit(r):
+                return r.name
+            if r.kind == "task_started" and (self.step > 0) != r.params["value"]:
                 return r.name
             if r.kind == "min_items" and len(getattr(self, r.params["list"])) < r.params["min"]:
                 return r.name
@@ -463,17 +548,20 @@ class _WalkState:
 
     def enter(self, node: Node) -> Step:
         self.visits[node.name] += 1
+        self.history.append(node.name)
         info: dict = {}
         e = node.effect
         if e == "new_query":
             self.query_no, self.page_no, self.page = self.query_no + 1, 0, None
         elif e == "show_page":
             self.page, self.pages, self.page_no = self.pages, self.pages + 1, self.page_no + 1
+            self.page_query.append(max(self.query_no, 1))
         elif e == "select":
             positions = list(range(self.g.page_size))
             fresh = [p for p in positions if (self.page, p) not in (self.cart + self.compare + [self.selected])]
             self.selected = (self.page, self.rng.choice(fresh or positions))
             self.first_selected = self.first_selected or self.selected
+            self.anchors.setdefault(self.page_query[self.page], self.selected)
         elif e == "step_begin":
             self.step, self.finished = 1, False
         elif e == "step_next":
@@ -518,9 +606,26 @@ class _WalkState:
         return s
 
 
-def _walk_nodes(graph: Graph, state: _WalkState, rng: random.Random) -> tuple[list[Step], str, Counter]:
+def _replacement(graph: Graph, state: _WalkState, node: str, rng: random.Random) -> tuple[str, str] | None:
+    """(rule, new node) if a redirect (``max_count`` + ``instead``) or the first matching
+    ``replace`` rule changes the node just drawn, else None."""
+    redirect = state.redirect(graph.nodes[node])
+    if redirect:
+        return redirect
+    for r in graph.rules_for(node):
+        if r.kind == "replace" and state.matches(r.params.get("when")):
+            if rng.random() < r.params["prob"]:
+                allowed = [b for b in r.params["by"] if not state.blocked_by(graph.nodes[b])]
+                if allowed:
+                    return r.name, rng.choice(allowed)
+            return None  # only the first matching replace rule draws (the release's elif chain)
+    return None
+
+
+def _walk_nodes(graph: Graph, state: _WalkState, rng: random.Random) -> tuple[list[Step], str, Counter, Counter]:
     steps = [state.enter(graph.nodes[graph.start])]
     masked: Counter = Counter()
+    replaced: Counter = Counter()
     node = graph.start
     while node != graph.end and len(steps) < graph.max_length:
         allowed = []
@@ -531,10 +636,34 @@ def _walk_nodes(graph: Graph, state: _WalkState, rng: random.Random) -> tuple[li
             else:
                 allowed.append(e)
         if not allowed:
-            return steps, "dead_end", masked
+            return steps, "dead_end", masked, replaced
         node = rng.choices([e.to for e in allowed], weights=[e.weight for e in allowed])[0]
+        change = _replacement(graph, state, node, rng)
+        info = {}
+        if change:
+            replaced[change[0]] += 1
+            info = {"replaced": node, "rule": change[0]}
+            node = change[1]
         steps.append(state.enter(graph.nodes[node]))
-    return steps, ("end" if node == graph.end else "max_length"), masked
+        steps[-1].info.update(info)
+    return steps, ("end" if node == graph.end else "max_length"), masked, replaced
+
+
+def _drop(graph: Graph, steps: list[Step]) -> tuple[list[Step], Counter]:
+    """The steps without the dropped intents' user turns and the system turn after each."""
+    drop = graph.dropped_intents()
+    kept, dropped, skip = [], Counter(), False
+    for s in steps:
+        if skip and s.role == "system" and s.node != graph.end:
+            skip = False
+            continue
+        skip = False
+        if s.role == "user" and s.intent in drop:
+            dropped[s.intent] += 1
+            skip = True
+            continue
+        kept.append(s)
+    return kept, dropped
 
 
 def _resolve(value, ids: dict, titles: dict):
@@ -550,9 +679,63 @@ def _resolve(value, ids: dict, titles: dict):
     return value
 
 
+def _query_targets(graph: Graph, target, items: Sequence, steps: list[Step], n_queries: int,
+                   rng: random.Random) -> list:
+    """The item each query looks for: the walk's target first, then for every later query
+    another catalog item, of the target's category when the next list the walk adds to is the
+    comparison list (the e-commerce release searches for the next product it adds to the cart
+    or comparison list and draws comparison products from the target's category)."""
+    targets, used = [target], {target.id}
+    starts = [k for k, s in enumerate(steps) if graph.nodes[s.node].effect == "new_query"]
+    for prev, k in zip(starts, starts[1:n_queries]):
+        if not any(graph.nodes[s.node].effect == "select" for s in steps[prev:k]):
+            targets.append(targets[-1])  # nothing was selected: the new query looks for the same item
+            continue
+        nxt = next((graph.nodes[s.node].effect for s in steps[k:]
+                    if graph.nodes[s.node].effect in ("cart_add", "compare_add")), None)
+        pool = [it for it in items if it.id not in used]
+        if nxt == "compare_add" and isinstance(target, Product):
+            pool = [it for it in pool if it.category == target.category] or pool
+        if not pool:
+            raise SeedError(f"{graph.domain}: a walk issues {n_queries} queries but the catalog has only {len(items)} items")
+        targets.append(rng.choice(pool))
+        used.add(targets[-1].id)
+    return targets
+
+
+def _fill_pages(graph: Graph, state: _WalkState, targets: list, items: Sequence, pager: Pager,
+                rng: random.Random, where: str) -> dict:
+    """(page, position) -> item id: each query's target at its first selection (or at a random
+    position of its first page), the pager's items for that target elsewhere, no id twice."""
+    ids: dict = {}
+    used = {t.id for t in targets}
+    for q in sorted(set(state.page_query)):
+        refs = [(p, pos) for p, pq in enumerate(state.page_query) if pq == q for pos in range(graph.page_size)]
+        anchor = state.anchors.get(q) or refs[rng.randrange(graph.page_size)]
+        k = len(refs) - 1
+        want = min(k + len(used) - 1, len(items) - 1)
+        got = list(pager(targets[q - 1], want, rng))
+        if len(got) != want or len(set(got) | {targets[q - 1].id}) != want + 1:
+            raise SeedError(f"{where}: the pager must return {want} distinct non-target ids, got {got}")
+        others = [x for x in got if x not in used][:k]
+        if len(others) < k:
+            rest = [it.id for it in items if it.id not in used and it.id not in others]
+            if k - len(others) > len(rest):
+                raise SeedError(f"a walk shows {len(refs) + len(used) - 1} result slots but the catalog has only "
+                                f"{len(items)} items")
+            others += rng.sample(rest, k - len(others))
+        used.update(others)
+        others.reverse()
+        for ref in refs:
+            ids[ref] = targets[q - 1].id if ref == anchor else others.pop()
+    return ids
+
+
 def sample_walks(graph: Graph, n: int, seed: int, items: Sequence, pager: Pager | None = None) -> list[Walk]:
     """``n`` walks on ``graph``, deterministic in ``seed``; targets cycle through a seeded
-    permutation of ``items`` (Recipe for recipe graphs, Product for product graphs)."""
+    permutation of ``items`` (Recipe for recipe graphs, Product for product graphs). A pager
+    ``pager(target, k, rng)`` returns ``k`` distinct ids other than ``target``'s, best first;
+    ids already on the walk's pages are skipped."""
     kind = Recipe if graph.items == "recipe" else Product
     if not items:
         raise SeedError(f"{graph.domain}: no seed items")
@@ -569,20 +752,16 @@ def sample_walks(graph: Graph, n: int, seed: int, items: Sequence, pager: Pager 
         rng = random.Random(f"{seed}:walk:{i}")
         target = items[order[i % len(items)]]
         state = _WalkState(graph, target, rng)
-        steps, reason, masked = _walk_nodes(graph, state, rng)
-        refs = [(p, pos) for p in range(state.pages) for pos in range(graph.page_size)]
-        anchor = state.first_selected or (refs[rng.randrange(graph.page_size)] if refs else None)
-        k = len(refs) - (anchor is not None)
-        others = list(pager(target, k, rng))
-        if len(others) != k or len(set(others) | {target.id}) != k + 1:
-            raise SeedError(f"{graph.domain}: walk {i}: the pager must return {k} distinct non-target ids, got {others}")
-        others.reverse()
-        ids = {ref: (target.id if ref == anchor else others.pop()) for ref in refs}
+        steps, reason, masked, replaced = _walk_nodes(graph, state, rng)
+        targets = _query_targets(graph, target, items, steps, state.query_no, rng)
+        ids = _fill_pages(graph, state, targets, items, pager, rng, f"{graph.domain}: walk {i}")
         pages = [[ids[(p, pos)] for pos in range(graph.page_size)] for p in range(state.pages)]
+        steps, dropped = _drop(graph, steps)
         for s in steps:
             s.slots, s.state, s.info = (_resolve(x, ids, titles) for x in (s.slots, s.state, s.info))
         walks.append(Walk(f"{graph.domain}-s{seed}-{i:05d}", graph.domain, seed, target.id, pages, steps,
-                          reason, dict(sorted(masked.items()))))
+                          reason, dict(sorted(masked.items())), [t.id for t in targets],
+                          dict(sorted(replaced.items())), dict(sorted(dropped.items()))))
     stats = walk_stats(walks)
     log.info("walks %s: %d (seed %d), length mean %.1f, stop reasons %s", graph.domain, n, seed,
              stats["length"]["mean"], stats["stop_reasons"])
@@ -600,16 +779,21 @@ def _summary(xs: list[int]) -> dict:
 
 def walk_stats(walks: Sequence[Walk]) -> dict:
     """Walk statistics for DVC metrics: count, length (nodes) and user turns (mean/min/max),
-    stop reasons, user-intent counts, opening-intent counts and masked-edge counts per rule."""
+    stop reasons, user-intent counts, opening-intent counts, masked-edge counts per rule,
+    replacements per rule and deleted (dropped) turns per intent."""
     intents: Counter = Counter()
     opening: Counter = Counter()
     masked: Counter = Counter()
+    replaced: Counter = Counter()
+    dropped: Counter = Counter()
     for w in walks:
         user = w.user_steps()
         intents.update(s.intent for s in user)
         if user:
             opening[user[0].intent] += 1
         masked.update(w.masked)
+        replaced.update(w.replaced)
+        dropped.update(w.dropped)
     return {
         "n": len(walks),
         "length": _summary([len(w.steps) for w in walks]),
@@ -618,6 +802,8 @@ def walk_stats(walks: Sequence[Walk]) -> dict:
         "intents": dict(sorted(intents.items())),
         "opening_intents": dict(sorted(opening.items())),
         "masked_edges": dict(sorted(masked.items())),
+        "replaced": dict(sorted(replaced.items())),
+        "dropped": dict(sorted(dropped.items())),
     }
 
 

@@ -1,9 +1,19 @@
 """Response relevance judging (0 irrelevant, 1 worse than the reference, 2 as good or better).
 
-:func:`judge_relevance` asks a backend (the same LLM backends as generation, prompt
-``judge`` in ``resources/syntod/prompts.yaml``) for ``{"score": 0|1|2}`` per (context,
-reference response, candidate response); a reply without a valid score is re-asked a
-bounded number of times, then left as None and counted.
+:func:`judge_relevance` asks a backend (the same LLM backends as generation) for a score
+per (context, reference response, candidate response[, history]) with the prompts of
+``resources/syntod/judge_prompts.yaml`` (apart from the generation prompts, so editing them
+reruns judging only), in one of two styles (``syntod.judge.prompt``):
+
+* ``original`` (the paper's, ``evaluation_relevance.py`` of the SynTOD release): one user
+  message with the whole gold history as ``user:`` / ``system:`` / ``retriever:`` /
+  ``suggestions:`` lines, ``Response:`` / ``Groundtruth:`` and the question "How good is
+  the response compared to the groundtruth? ... Return only the number."; the reply is read
+  as the original reads it: 0 if it contains "0", else 1 if "1", else 2 if "2", else no
+  score (None). No re-ask (the original retried failed requests only).
+* ``project``: a system + user message asking for ``{"score": 0|1|2}`` given the last
+  turns; a reply without a valid score is re-asked a bounded number of times, then left as
+  None and counted.
 
 :class:`HeuristicJudge` is the offline judge. It is a transparent heuristic, NOT an LLM, and
 reports must say so. It compares *content tokens*: lower-cased word tokens (``[a-z0-9]+``)
@@ -33,6 +43,8 @@ answers the ``{"task": "judge", ...}`` meta).
 
 from __future__ import annotations
 
+import string
+
 import csv
 import json
 import logging
@@ -41,6 +53,10 @@ import re
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
+
+import yaml
+
+from ..yamlio import load_yaml
 
 from .llm import Backend, LLMError, chat_json
 
@@ -51,6 +67,11 @@ _TOKEN = re.compile(r"[a-z0-9]+")
 STOPWORDS = frozenset(
     "a an and are as at be but by can do for from has have i if in is it its me my of on or so that the this to "
     "was we what will with you your i'm it's".split())
+JUDGE_PROMPTS_PATH = Path(__file__).resolve().parent.parent / "resources" / "syntod" / "judge_prompts.yaml"
+PROMPT_STYLES = {"original": {"user": {"history", "response", "groundtruth"}},
+                 "project": {"system": {"context", "reference", "candidate"},
+                             "user": {"context", "reference", "candidate"}}}
+ORIGINAL_ROLES = {"human": "user", "assistant": "system", "results": "retriever", "suggestions": "suggestions"}
 ID_KEYS = ("conversation_id", "conversation", "id")
 TURN_KEYS = ("turn", "turn_index")
 
@@ -118,8 +139,9 @@ class HeuristicJudge(Backend):
     def _chat(self, messages, *, temperature, max_tokens, seed, json_mode, meta) -> str:
         if (meta or {}).get("task") != "judge":
             raise ValueError("HeuristicJudge needs meta={'task': 'judge', 'context', 'reference', 'candidate'}")
-        return json.dumps({"score": self.score(meta.get("context", ""), meta.get("reference", ""),
-                                               meta.get("candidate", ""))})
+        score = self.score(meta.get("context", ""), meta.get("reference", ""), meta.get("candidate", ""))
+        # the original prompt asks for the bare number, the project prompt for JSON
+        return str(score) if meta.get("style") == "original" else json.dumps({"score": score})
 
     def thresholds(self) -> dict:
         return {"good": self.good, "related": self.related, "context": self.context, "min_tokens": self.min_tokens}
@@ -152,18 +174,98 @@ def make_judge(spec: dict, cache_dir: str | os.PathLike | None = None) -> Backen
     return make_backend({k: v for k, v in spec.items() if k in allowed}, cache_dir)
 
 
-def judge_relevance(backend: Backend, items: Sequence[tuple[str, str, str]], *, prompts=None,
-                    max_repairs: int = 2) -> list[int | None]:
-    """A 0/1/2 score per (context, reference, candidate); None where no valid score came back."""
-    from .generate import load_prompts
+def load_judge_prompts(path: str | os.PathLike | None = None) -> dict[str, dict[str, str]]:
+    """``{style: {role: template}}`` of ``judge_prompts.yaml`` (default: the packaged file),
+    every style of :data:`PROMPT_STYLES` present and using only its fields; a problem is a
+    ValueError naming the file and the key."""
+    path = Path(path or JUDGE_PROMPTS_PATH)
+    try:
+        data = load_yaml(path)
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: cannot read judge prompts: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of prompt styles")
+    out = {}
+    for style, roles in PROMPT_STYLES.items():
+        section = data.get(style)
+        if not isinstance(section, dict) or set(section) != set(roles):
+            raise ValueError(f"{path}: {style}: expected a mapping with exactly {sorted(roles)}")
+        for role, allowed in roles.items():
+            text, where = section[role], f"{path}: {style}.{role}"
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"{where}: missing or empty template")
+            try:
+                used = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+            except ValueError as exc:
+                raise ValueError(f"{where}: not a str.format template ({exc}); literal braces are doubled") from None
+            if used - allowed:
+                raise ValueError(f"{where}: unknown field(s) {sorted(used - allowed)} (allowed: {sorted(allowed)})")
+        out[style] = dict(section)
+    return out
 
-    prompts = prompts or load_prompts()
+
+def original_history(turns: Iterable) -> str:
+    """The original judge's history: one ``role: text`` line per human / assistant / results /
+    suggestions turn (``user`` / ``system`` / ``retriever`` / ``suggestions``; RECIPE blocks
+    left out, as the original), newlines as spaces; an assistant turn keeps its own
+    ``## {...}`` annotation, a human turn does not (the original's turn split)."""
+    lines = []
+    for t in turns:
+        role = ORIGINAL_ROLES.get(t.role)
+        if role is None:
+            continue
+        text = t.text
+        if t.role == "assistant" and t.raw_annotation is not None:
+            text = f"{text}{t.ws[1]}## {t.raw_annotation}".strip()
+        lines.append(f"{role}: {text.strip()}".replace("\n", " "))
+    return "\n".join(lines)
+
+
+def read_original_reply(reply: str | None) -> int | None:
+    """The original's reading of a judge reply: 0 if "0" occurs in it, else 1, else 2, else None."""
+    for label in LABELS:
+        if reply is not None and str(label) in reply:
+            return label
+    return None
+
+
+def _judge_original(backend: Backend, item: tuple, template: str) -> int | None:
+    context, reference, candidate, history = item
+    fields = {"history": history, "response": candidate.replace("\n", " "),
+              "groundtruth": reference.replace("\n", " ")}
+    meta = {"task": "judge", "style": "original", "context": context, "reference": reference, "candidate": candidate}
+    reply = backend.chat([{"role": "user", "content": template.format(**fields)}], meta=meta)
+    return read_original_reply(reply)
+
+
+def judge_relevance(backend: Backend, items: Sequence[tuple], *, style: str = "project", prompts=None,
+                    max_repairs: int = 2) -> list[int | None]:
+    """A 0/1/2 score per item; None where no valid score came back. An item is (context,
+    reference, candidate) or (context, reference, candidate, history); ``style`` "original"
+    needs the history (:func:`original_history`), "project" uses the context. ``prompts``:
+    :func:`load_judge_prompts` output (default: the packaged file)."""
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"judge prompt style must be one of {sorted(PROMPT_STYLES)}, got {style!r}")
+    prompts = prompts or load_judge_prompts()
+    tmpl = prompts[style]
     scores: list[int | None] = []
     failed = 0
-    for n, (context, reference, candidate) in enumerate(items, 1):
+    for n, item in enumerate(items, 1):
+        context, reference, candidate = item[:3]
+        if style == "original":
+            if len(item) != 4:
+                raise ValueError(f"judge item {n}: the original prompt needs (context, reference, candidate, history)")
+            try:
+                score = _judge_original(backend, item, tmpl["user"])
+            except LLMError as exc:
+                log.warning("judge: item %d: %s", n, backend.mask(str(exc))[:300])
+                score = None
+            failed += score is None
+            scores.append(score)
+            continue
         fields = {"context": context, "reference": reference, "candidate": candidate}
-        messages = [{"role": "system", "content": prompts.render("judge_system", fields)},
-                    {"role": "user", "content": prompts.render("judge", fields)}]
+        messages = [{"role": "system", "content": tmpl["system"].format(**fields)},
+                    {"role": "user", "content": tmpl["user"].format(**fields)}]
         meta = {"task": "judge", **fields}
         score = None
         for _ in range(max_repairs + 1):
@@ -187,7 +289,7 @@ def judge_relevance(backend: Backend, items: Sequence[tuple[str, str, str]], *, 
             log.warning("judge: item %d: no valid score after %d replies", n, max_repairs + 1)
         scores.append(score)
     dist = Counter(scores)
-    log.info("judge %s: %d items, scores %s, %d without a score", backend.name, len(scores),
+    log.info("judge %s (%s prompt): %d items, scores %s, %d without a score", backend.name, style, len(scores),
              {k: dist[k] for k in LABELS}, failed)
     return scores
 

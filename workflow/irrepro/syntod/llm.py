@@ -31,6 +31,7 @@ import re
 import time
 from pathlib import Path
 from typing import Any
+from ..secrets import redact, register_secret, register_url
 from urllib.parse import urlsplit, urlunsplit
 
 log = logging.getLogger("irrepro.syntod.llm")
@@ -92,6 +93,8 @@ class Backend:
             raise ValueError(f"unknown sampling default(s) {sorted(unknown)}; known: {sorted(DEFAULT_SAMPLING)}")
         self.defaults = {**DEFAULT_SAMPLING, **(defaults or {})}
         self.calls = 0
+        # token counts of the last reply when the backend reports them (OpenAI `usage`), else None
+        self.last_usage: dict | None = None
 
     def sampling(self, temperature: float | None = None, max_tokens: int | None = None,
                  seed: int | None = None) -> dict:
@@ -112,6 +115,7 @@ class Backend:
         _check_messages(messages)
         params = self.sampling(temperature, max_tokens, seed)
         self.calls += 1
+        self.last_usage = None
         return self._chat(messages, json_mode=bool(json_mode), meta=meta, **params)
 
     def _chat(self, messages, *, temperature, max_tokens, seed, json_mode, meta) -> str:
@@ -169,6 +173,8 @@ class OpenAIChatBackend(Backend):
         self.base_url_env = base_url_env
         self._api_key = os.environ.get(api_key_env) or None
         self._secrets = [s for s in (self._api_key, parts.password) if s]
+        register_secret(self._api_key)  # masked (raw and base64) in every message and cache entry
+        register_url(url)
         if self._api_key and self._basic_auth:
             log.warning("%s: both $%s and credentials in the base URL are set; using the API key", self.endpoint, api_key_env)
             self._basic_auth = None
@@ -187,7 +193,7 @@ class OpenAIChatBackend(Backend):
     def mask(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, "***")
-        return text
+        return redact(text)  # Authorization headers (basic, bearer; raw and base64) echoed by a server
 
     def cache_identity(self) -> dict:
         return {"backend": self.name, "model": self.model, "endpoint": self.endpoint}
@@ -212,6 +218,10 @@ class OpenAIChatBackend(Backend):
                    "max_tokens": max_tokens, "seed": seed}
         if json_mode:
             payload["response_format"] = {"type": "json_object"}
+        if meta and os.environ.get("IRREPRO_LLM_SEND_META") == "1":
+            # the rehearsal's server (irrepro.rehearsal.llmserve) answers from the structured
+            # request; never set for a real API
+            payload["irrepro_meta"] = meta
         headers = {"Content-Type": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
@@ -249,17 +259,31 @@ class OpenAIChatBackend(Backend):
 
     def _content(self, resp) -> str:
         try:
-            choice = resp.json()["choices"][0]
+            body = resp.json()
+            choice = body["choices"][0]
             content = choice["message"]["content"]
         except (ValueError, KeyError, IndexError, TypeError):
             raise LLMError(f"{self.endpoint}: HTTP 200 but not a chat-completions response: "
                            f"{self.mask(resp.text)[:300]!r}") from None
+        self.last_usage = reply_usage(body)
         if not isinstance(content, str):
             raise LLMError(f"{self.endpoint}: the reply has no text content (finish_reason "
                            f"{choice.get('finish_reason')!r})")
         if choice.get("finish_reason") == "length":
             log.warning("%s: reply cut at max_tokens (finish_reason=length)", self.endpoint)
         return content
+
+
+def reply_usage(body: Any) -> dict | None:
+    """``{"prompt_tokens", "completion_tokens"}`` of a chat-completions response (None if the
+    server sent no ``usage``, e.g. some Ollama versions; irrepro plan calibrates LLM costs from it)."""
+    usage = body.get("usage") if isinstance(body, dict) else None
+    if not isinstance(usage, dict):
+        return None
+    out = {k: usage.get(k) for k in ("prompt_tokens", "completion_tokens")}
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in out.values()):
+        return None
+    return out
 
 
 def _server_message(resp) -> str:

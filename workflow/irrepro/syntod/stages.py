@@ -18,8 +18,9 @@ The generation stages (:func:`walks_stage`, :func:`generate_stage`) read the par
 
 The llm / judge specs may carry keys of every backend kind; only those of the chosen kind
 are passed on (so one params file serves offline, openai and transformers); a key no kind
-knows is an error. The seed files are the download stage's :data:`SEED_SOURCES`
-(``datasets.source_path(raw, SEED_SOURCES[domain])``).
+knows is an error. The workflow passes each domain's training items (the syntod_items
+stage's ``train.jsonl``, :mod:`irrepro.syntod.items`) as the seed file, never the test seed
+catalogs (the download stage's :data:`SEED_SOURCES`, the fallback of ``--raw``).
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from pathlib import Path
 log = logging.getLogger("irrepro.syntod.stages")
 
 FINETUNE_KEYS = ("rank", "targets", "lora_alpha", "lora_dropout", "lr", "epochs", "max_steps", "batch_size",
-                 "grad_accum", "max_len", "save_steps", "warmup_ratio", "bf16", "gradient_checkpointing", "seed",
-                 "threads")
+                 "grad_accum", "max_len", "save_steps", "warmup_ratio", "lr_scheduler", "max_grad_norm",
+                 "group_by_length", "bf16", "gradient_checkpointing", "seed", "threads")
 
 
 def finetune_tod_stage(P: dict, base: str, train: str, out: str) -> dict:
@@ -69,6 +70,9 @@ def finetune_tod_stage(P: dict, base: str, train: str, out: str) -> dict:
         max_len=F["max_len"],
         save_steps=F["save_steps"],
         warmup_ratio=F["warmup_ratio"],
+        lr_scheduler=F["lr_scheduler"],
+        max_grad_norm=F["max_grad_norm"],
+        group_by_length=F["group_by_length"],
         bf16=F["bf16"],
         gradient_checkpointing=F["gradient_checkpointing"],
         seed=F["seed"],
@@ -77,9 +81,9 @@ def finetune_tod_stage(P: dict, base: str, train: str, out: str) -> dict:
         token=os.environ.get("HF_TOKEN") or None,
     )
     if is_main_process():  # in a multi-process launch only rank 0 publishes the directory
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(work, out)
+        from ..rundir import publish_work_dir
+
+        publish_work_dir(work, out)
         log.info("finetune_tod: %d steps -> %s", summary["steps"], out)
     return summary
 
@@ -144,43 +148,71 @@ def walks_stage(P: dict, domain: str, seeds: str, out_walks: str, out_stats: str
     return stats
 
 
+GENERATION_CIRCUMSTANCES = ("resumed", "generated", "backend_calls")  # in the run sidecar, not stats.json
+
+
 def generate_stage(P: dict, domain: str, method: str, walks: str | None, seeds: str, out_dir: str) -> dict:
     """Conversations of ``domain`` by ``method`` (graph: one per walk in ``walks``; naive:
     ``n_conversations`` one-prompt conversations) -> ``out_dir``: conversations.jsonl
     (structured), conversations.txt.jsonl (SynTOD text), train.jsonl (text, for fine-tuning),
-    heldout.jsonl (structured) and stats.json. Resumes an interrupted run in ``out_dir``."""
+    heldout.jsonl (structured) and stats.json.
+
+    One run per directory (issue 12): the run works in ``<out_dir>.partial`` and replaces
+    ``out_dir`` only when finished, so an interrupted run never leaves new conversations beside
+    an older run's splits and stats. An interrupted run is resumed only when its walks, seeds,
+    graph, prompts, backend and settings are the same (content fingerprints); otherwise the
+    work directory is started afresh, with a warning."""
     import json
 
+    from ..fingerprint import path_fingerprint, settings_fingerprint
+    from ..rundir import prepare_work_dir, publish_work_dir, work_dir
     from ..utils import atomic_path
     from .format import read_jsonl, summarize, write_jsonl
-    from .generate import generate_conversations, generate_naive, split_train_heldout
+    from .generate import PROMPTS_PATH, generate_conversations, generate_naive, split_train_heldout
     from .graph import load_graph, load_items, read_walks
     from .llm import make_backend
 
     S = syntod_params(P)
     if method not in ("graph", "naive"):
         raise ValueError(f"generate_stage: method must be graph or naive, got {method!r}")
+    if method == "graph" and not walks:
+        raise ValueError("generate_stage: method graph needs the walks file (--walks)")
     graph = load_graph(domain)
     items = load_items(graph, seeds)
+    walk_list = read_walks(walks) if method == "graph" else None
     backend = make_backend(llm_spec(S["llm"]), S["cache_dir"])
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    structured, text = out / "conversations.jsonl", out / "conversations.txt.jsonl"
+    work = work_dir(out)
+    prints = {"domain": domain, "method": method, "walks": path_fingerprint(walks) if walks else None,
+              "seeds": path_fingerprint(seeds), "graph": path_fingerprint(graph.source),
+              "prompts": path_fingerprint(PROMPTS_PATH), "backend": settings_fingerprint(backend.describe()),
+              "settings": settings_fingerprint({k: S[k] for k in ("n_conversations", "heldout_fraction", "seed")})}
+    prepare_work_dir(work, prints, f"syntod-generate {out}")
+    structured, text = work / "conversations.jsonl", work / "conversations.txt.jsonl"
     if method == "graph":
-        if not walks:
-            raise ValueError("generate_stage: method graph needs the walks file")
-        stats = generate_conversations(read_walks(walks), graph, items, backend, structured, out_text=text)
+        stats = generate_conversations(walk_list, graph, items, backend, structured, out_text=text)
     else:
         stats = generate_naive(int(S["n_conversations"]), domain, graph, items, backend, structured, int(S["seed"]),
                                out_text=text)
     convs = read_jsonl(structured)
     train, held = split_train_heldout(convs, float(S["heldout_fraction"]), int(S["seed"]))
-    write_jsonl(train, out / "train.jsonl", "text")
-    write_jsonl(held, out / "heldout.jsonl", "structured")
+    write_jsonl(train, work / "train.jsonl", "text")
+    write_jsonl(held, work / "heldout.jsonl", "structured")
+    stats.update(structured=str(out / structured.name), text=str(out / text.name))  # where they end up
     stats.update(split={"train": len(train), "heldout": len(held), "heldout_fraction": S["heldout_fraction"],
                         "seed": S["seed"]}, summary=summarize(convs))
-    with atomic_path(out / "stats.json") as tmp:
-        tmp.write_text(json.dumps(stats, indent=2, default=str) + "\n")
+    # how this invocation got there (resumed records, reply-cache hits) is a circumstance, not a
+    # result: it goes to the run sidecar, so a rerun served from the cache writes the same stats.json
+    from .. import sidecar
+
+    circumstances = {k: stats[k] for k in GENERATION_CIRCUMSTANCES if k in stats}
+    sidecar.record("generate", circumstances)
+    with atomic_path(work / "stats.json") as tmp:
+        tmp.write_text(json.dumps({k: v for k, v in stats.items() if k not in circumstances}, indent=2,
+                                  default=str) + "\n")
+    if stats["conversations"] == 0:  # nothing to publish: the previous output stays (the caller reports)
+        return stats
+    publish_work_dir(work, out)
     log.info("generate_stage %s/%s: %d conversations (%d train, %d held out), %d failed -> %s", domain, method,
              len(convs), len(train), len(held), stats["failed"], out)
     return stats
@@ -271,21 +303,23 @@ def _vocabulary_text(graph, items: list, copy: int, seed: int) -> str:
     rng.shuffle(turns)
     markers = [m for m in BASE_MARKERS if m != "### HUMAN:"]
     body = " ".join(f"{t} {rng.choice(markers)}" for t in turns)
-    return f"{header_for(graph.domain, graph.intents)}### ASSISTANT: {body}"
+    return f"{header_for(graph.domain, graph.header_intents)}### ASSISTANT: {body}"
 
 
-def base_corpus(raw: str | os.PathLike, seed: int = 0, copies: int = VOCAB_COPIES) -> list[dict]:
-    """The mini TOD base's corpus as pyserini documents ``{"id", "contents"}``: every seed of
-    both domains' catalogs (:data:`SEED_SOURCES` under ``raw``) and ``copies`` vocabulary
-    documents per domain (:func:`_vocabulary_text`). Never a test conversation and never a
-    generated one (the base must not favour either generation method)."""
+def base_corpus(raw: str | os.PathLike, seed: int = 0, copies: int = VOCAB_COPIES,
+                catalogs: dict | None = None) -> list[dict]:
+    """The mini TOD base's corpus as pyserini documents ``{"id", "contents"}``: every item of
+    both domains' catalogs (``catalogs[domain]``, the training items of the syntod_items stage;
+    a domain not given: its seed catalog, :data:`SEED_SOURCES` under ``raw``) and ``copies``
+    vocabulary documents per domain (:func:`_vocabulary_text`). Never a test conversation and
+    never a generated one (the base must not favour either generation method)."""
     from ..datasets import source_path
     from .graph import load_graph, load_items
 
     docs = []
     for domain in sorted(SEED_SOURCES):
         graph = load_graph(domain)
-        items = load_items(graph, source_path(raw, SEED_SOURCES[domain]))
+        items = load_items(graph, (catalogs or {}).get(domain) or source_path(raw, SEED_SOURCES[domain]))
         docs += [{"id": f"{domain}:item:{it.id}", "contents": _catalog_text(it)} for it in items]
         docs += [{"id": f"{domain}:vocabulary:{k}", "contents": _vocabulary_text(graph, items, k, seed)}
                  for k in range(copies)]
@@ -303,7 +337,7 @@ def base_params(P: dict) -> dict:
     return B
 
 
-def base_stage(P: dict, raw: str, out: str) -> dict:
+def base_stage(P: dict, raw: str, out: str, catalogs: dict | None = None) -> dict:
     """The TOD base model -> ``out`` (atomically). paper (``syntod.base.id`` a hub id): a
     ``BASE.json`` pointer to the pinned snapshot (:func:`irrepro.study1.bases.fetch_hub_base`).
     mini (``tiny``): a byte-level BPE tokenizer trained on :func:`base_corpus` and a tiny
@@ -311,7 +345,10 @@ def base_stage(P: dict, raw: str, out: str) -> dict:
     positions and ``syntod.base.warmup_steps`` causal-LM warm-up steps on that corpus (any
     other ``tiny`` key given in ``syntod.base``, e.g. ``seq_len``, overrides ``tiny`` too); the
     directory also holds the corpus (``corpus.jsonl``) and its composition (``corpus.json``).
-    Returns the warm-up summary (paper: the pinned id and revision)."""
+    The catalogs are ``catalogs[domain]`` where given, else each domain's training items of the
+    item split (:func:`irrepro.syntod.items.split_domain`, the syntod_items stage's train.jsonl,
+    recomputed here so the base does not depend on which domains the grid runs), so no test
+    item reaches the base. Returns the warm-up summary (paper: the pinned id and revision)."""
     import json
     import tempfile
 
@@ -326,8 +363,17 @@ def base_stage(P: dict, raw: str, out: str) -> dict:
         raise ValueError(f"params: syntod.base.family must be one of {list(FAMILIES)}, got {B['family']!r}")
     sizes = {**P["tiny"], **{k: B[k] for k in DEFAULT_SIZES if B.get(k) is not None}}
     seed = int(sizes.get("seed", 0))
-    docs = base_corpus(raw, seed)
     with atomic_path(out, is_dir=True) as tmp, tempfile.TemporaryDirectory(prefix=".corpus-", dir=tmp.parent) as work:
+        sources = {d: str((catalogs or {}).get(d) or SEED_SOURCES[d]) for d in sorted(SEED_SOURCES)}
+        if catalogs is None:
+            from .items import split_domain, write_records
+
+            catalogs = {}
+            for domain in sorted(SEED_SOURCES):
+                sources[domain] = f"training items of the item split of {SEED_SOURCES[domain]}"
+                catalogs[domain] = Path(work) / f"{domain}-train.jsonl"
+                write_records(split_domain(P, domain, raw)[0], catalogs[domain])
+        docs = base_corpus(raw, seed, catalogs=catalogs)
         corpus = Path(work) / "corpus.jsonl"
         corpus.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
         summary = build_tiny_base(B["family"], corpus, tmp, sizes)
@@ -340,7 +386,8 @@ def base_stage(P: dict, raw: str, out: str) -> dict:
         chars = {k: sum(len(d["contents"]) for d in docs if d["id"].startswith(k + ":")) for k in composition}
         (tmp / "corpus.json").write_text(json.dumps(
             {"documents": composition, "characters": chars, "vocabulary_copies": VOCAB_COPIES, "seed": seed,
-             "sources": {d: SEED_SOURCES[d] for d in sorted(SEED_SOURCES)}}, indent=1) + "\n")
+             "sources": sources},
+            indent=1) + "\n")
     log.info("base_stage: tiny %s, %d positions, %d warm-up steps on %d documents (%s) -> %s", B["family"],
              sizes["max_positions"], sizes["warmup_steps"], len(docs), composition, out)
     return summary

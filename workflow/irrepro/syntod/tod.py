@@ -5,8 +5,10 @@ Training (:func:`finetune_tod`) follows the original SynTOD recipe: one string p
 conversation (``{"text": ...}`` per line of the training JSONL), ``<bos> text <eos>``,
 cut to ``max_len`` tokens, next-token loss, LoRA on the family's module set from
 :mod:`irrepro.rerank.targets` (the original: QLoRA r=64, alpha=16, dropout 0.1, all linear
-layers, lr 2e-4, constant schedule after a short warm-up, gradient norm clipped at 0.3 --
-we keep the schedule and clipping; 4-bit quantisation is not used, bitsandbytes needs CUDA).
+layers but lm_head, lr 2e-4, constant schedule -- transformers' ``constant`` ignores the
+script's warmup_ratio 0.03 --, gradient norm clipped at 0.3, length-grouped batches; all are
+params here, see :func:`finetune_tod`; 4-bit NF4 quantisation and paged AdamW are not used:
+a registered deviation, ``syntod-qlora-4bit``).
 
 Which tokens carry loss (``loss_on``):
 
@@ -26,15 +28,21 @@ Labels are -100 on padding and on the bos token in both modes.
 Output directory layout and crash-resume are those of the reranker
 (:mod:`irrepro.rerank.train`: ``finetune_config.json`` checked on resume,
 ``checkpoint-{step}/``, ``final/``, ``train_summary.json`` written last; resume from the
-newest complete checkpoint); the helpers are imported from there.
+newest complete checkpoint, whose optimizer/scheduler state is the only one kept); the helpers
+are imported from there.
 
 Inference (:class:`TODModel`, :func:`teacher_forced`): greedy completion of gold-history
 prompts, e.g. ``... ### HUMAN: <utterance> ## `` (the model writes the intent/slot JSON)
-or ``... ### ASSISTANT: `` (the model writes the response). The prompt's trailing
-whitespace is moved into the completion: BPE tokenizers attach a space to the following
-word (``" {"``), so a prompt ending in a lone space token is a sequence never seen in
-training; the completion is returned without that whitespace, i.e. it starts right after
-``## ``. Completions are cut at the first stop marker (default ``\\n`` and ``###``).
+or ``... ### ASSISTANT: `` (the model writes the response). The evaluation's intent
+prompts end ``## {"intent": "`` (:data:`INTENT_PREFIX`, as the original's
+``inference_script.py``), so the model writes the intent name and the rest of the JSON.
+The prompt's trailing whitespace is moved into the completion: BPE tokenizers attach a
+space to the following word (``" {"``), so a prompt ending in a lone space token is a
+sequence never seen in training; the completion is returned without that whitespace, i.e.
+it starts right after ``## ``. New tokens are decoded together with the prompt's last
+tokens (:func:`decode_completion`), so a SentencePiece tokenizer does not drop the
+completion's leading space. Completions are cut at the first stop marker (intents: ``###``
+only, as the original; an annotation runs until it closes, however long).
 """
 
 from __future__ import annotations
@@ -47,15 +55,22 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from ..progress import progress
+
 log = logging.getLogger("irrepro.syntod.tod")
 
 __all__ = ["finetune_tod", "teacher_forced", "parse_prediction", "TODModel", "read_conversations",
            "encode_conversation", "trained_spans", "load_tod_model", "LOSS_ON", "DEFAULT_LOSS_ON",
-           "INTENT_STOP", "RESPONSE_STOP"]
+           "INTENT_STOP", "RESPONSE_STOP", "INTENT_PREFIX", "decode_completion"]
 
 LOSS_ON = ("all", "annotations_and_responses")
+# transformers scheduler names we allow (algoprog/SynTOD@bb856e4 src/fine-tuning/fine-tune.sh: constant)
+LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
 DEFAULT_LOSS_ON = "all"
-INTENT_STOP = ("\n", "###")
+# The original teacher-forces the start of the annotation and stops at "###" only
+# (algoprog/SynTOD@1536f6c src/inference/inference_script.py:14,29: stop=["###"], prompt + '## {"intent": "').
+INTENT_PREFIX = '{"intent": "'
+INTENT_STOP = ("###",)
 # responses may span lines; they end at the next turn marker or at their own annotation
 RESPONSE_STOP = ("###", "## {")
 
@@ -129,6 +144,23 @@ def encode_conversation(tokenizer, text: str, max_len: int, loss_on: str = DEFAU
     return input_ids[:max_len], labels[:max_len], truncated
 
 
+def _length_grouping(on: bool) -> dict:
+    """TrainingArguments keys that switch length-grouped batches on (transformers < 5:
+    ``group_by_length``; 5.x: ``train_sampling_strategy="group_by_length"``)."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    fields = {f.name for f in dataclasses.fields(TrainingArguments)}
+    if "group_by_length" in fields:
+        return {"group_by_length": bool(on)}
+    if "train_sampling_strategy" in fields:
+        return {"train_sampling_strategy": "group_by_length"} if on else {}
+    if on:
+        raise ValueError("group_by_length: this transformers version has no length-grouped sampler")
+    return {}
+
+
 class _Collator:
     """Right-pads a batch of encoded conversations; labels are -100 on padding."""
 
@@ -189,6 +221,7 @@ def load_tod_model(base: str | os.PathLike, rank: int, targets: str, alpha: floa
 
     from ..rerank import targets as T
     from ..rerank.model import _enable_checkpointing
+    from ..rerank.precision import fp32_trainables
 
     if int(rank) < 1:
         raise ValueError(f"LoRA rank must be >= 1, got {rank}")
@@ -203,6 +236,7 @@ def load_tod_model(base: str | os.PathLike, rank: int, targets: str, alpha: floa
     lora = LoraConfig(task_type=TaskType.CAUSAL_LM, r=int(rank), lora_alpha=alpha, lora_dropout=dropout,
                       target_modules=names, bias="none")
     peft_model = get_peft_model(model, lora)
+    fp32_trainables(peft_model)  # the reranker's rule: trainables fp32, frozen base in its dtype
     n_train = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in peft_model.parameters())
     log.info("TOD model %s (%s): LoRA r=%d alpha=%s dropout=%s on %s; trainable %d / %d parameters",
@@ -230,6 +264,9 @@ def finetune_tod(
     max_len: int = 2048,
     save_steps: int = 50,
     warmup_ratio: float = 0.03,
+    lr_scheduler: str = "constant_with_warmup",
+    max_grad_norm: float = 0.3,
+    group_by_length: bool = False,
     bf16: bool = False,
     gradient_checkpointing: bool = False,
     seed: int = 42,
@@ -241,25 +278,39 @@ def finetune_tod(
 ) -> dict:
     """Causal-LM SFT of ``base`` with LoRA on the conversations of ``train_jsonl`` into ``out_dir``.
 
-    ``max_steps`` > 0 overrides ``epochs``; ``bf16`` is mixed precision. Constant learning
-    rate after a linear warm-up over ``warmup_ratio`` of the steps, gradient norm clipped at
-    0.3 (the original recipe). A finished ``out_dir`` returns its summary without training;
+    ``max_steps`` > 0 overrides ``epochs``; ``bf16`` is mixed precision. Learning rate by
+    ``lr_scheduler`` (:data:`LR_SCHEDULERS`; the release: ``constant``, no warm-up), with a
+    linear warm-up over ``warmup_ratio`` of the steps where the schedule has one (``constant``
+    has none: a ratio > 0 is an error, not silently ignored as by transformers); gradient norm
+    clipped at ``max_grad_norm`` (the release: 0.3); ``group_by_length`` batches conversations
+    of similar token length together (the release's qlora.py default, grouped there by
+    characters). A finished ``out_dir`` returns its summary without training;
     one holding a run with other settings is an error; otherwise training resumes from the
-    newest complete checkpoint. Returns the summary also written to
-    ``out_dir/train_summary.json`` (``losses`` per logging step, ``steps``, timings,
-    ``resumed_from``, ``checkpoints``, ``n_conversations``, ``n_truncated``,
-    ``tokens_trained``, ``config``).
+    newest complete checkpoint. Returns the summary written to
+    ``out_dir/train_summary.json`` (``losses`` per logging step, ``steps``, ``checkpoints``,
+    ``n_conversations``, ``n_truncated``, ``tokens_trained``, ``config``) plus the timings and
+    ``resumed_from``, which go to the run sidecar instead (:func:`irrepro.rerank.train.publish_run`).
     """
-    from ..rerank.train import SUMMARY_NAME, _check_config, _check_same, _training_arguments, publish_run, resume_point
+    from ..rerank.train import (SUMMARY_NAME, KeepResumeStateInNewest, _check_config, _check_same, _training_arguments,
+                                publish_run, resume_point)
+    from ..sidecar import portable_path
 
     if loss_on not in LOSS_ON:
         raise ValueError(f"loss_on must be one of {list(LOSS_ON)}, got {loss_on!r}")
+    if lr_scheduler not in LR_SCHEDULERS:
+        raise ValueError(f"lr_scheduler must be one of {list(LR_SCHEDULERS)}, got {lr_scheduler!r}")
+    if lr_scheduler == "constant" and warmup_ratio:
+        raise ValueError(f"lr_scheduler constant has no warm-up; warmup_ratio must be 0, got {warmup_ratio} "
+                         "(use constant_with_warmup)")
+    if not max_grad_norm > 0:
+        raise ValueError(f"max_grad_norm must be > 0, got {max_grad_norm}")
     out = Path(out_dir)
     config = {
-        "base": str(base), "train": str(train_jsonl), "rank": int(rank), "targets": targets, "alpha": alpha,
+        "base": portable_path(base), "train": str(train_jsonl), "rank": int(rank), "targets": targets, "alpha": alpha,
         "dropout": dropout, "lr": lr, "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,
         "grad_accum": grad_accum, "max_len": max_len, "save_steps": save_steps, "warmup_ratio": warmup_ratio,
         "bf16": bool(bf16), "gradient_checkpointing": bool(gradient_checkpointing), "seed": seed, "loss_on": loss_on,
+        "lr_scheduler": lr_scheduler, "max_grad_norm": max_grad_norm, "group_by_length": bool(group_by_length),
     }
     summary_path = out / SUMMARY_NAME
     if summary_path.exists():
@@ -304,8 +355,9 @@ def finetune_tod(
         num_train_epochs=epochs,
         max_steps=max_steps if max_steps and max_steps > 0 else -1,
         warmup_ratio=warmup_ratio,
-        lr_scheduler_type="constant_with_warmup",
-        max_grad_norm=0.3,
+        lr_scheduler_type=lr_scheduler,
+        max_grad_norm=max_grad_norm,
+        **_length_grouping(group_by_length),
         optim="adamw_torch",
         weight_decay=0.0,
         bf16=bool(bf16),
@@ -324,8 +376,14 @@ def finetune_tod(
         disable_tqdm=True,
         use_cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1,
     )
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=_Collator(tokenizer.pad_token_id),
-                      processing_class=tokenizer, callbacks=list(callbacks or []))
+    from ..rerank.precision import NonFiniteGuard
+
+    class GuardedTrainer(NonFiniteGuard, Trainer):  # stops on a NaN/inf loss, gradient or weight
+        pass
+
+    trainer = GuardedTrainer(model=model, args=args, train_dataset=dataset,
+                             data_collator=_Collator(tokenizer.pad_token_id), processing_class=tokenizer,
+                             callbacks=[KeepResumeStateInNewest(), *(callbacks or [])], guard_label=f"finetune_tod {out.name}")
     t_train = time.time()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     return publish_run(trainer, result, out, t0=t0, train_time=time.time() - t_train, resume=resume,
@@ -343,6 +401,28 @@ def _prompt_of(example) -> str:
 def _cut(text: str, stop: Iterable[str]) -> str:
     cuts = [i for i in (text.find(s) for s in stop if s) if i >= 0]
     return (text[:min(cuts)] if cuts else text).rstrip()
+
+
+_DECODE_CONTEXT = 4  # prompt tokens decoded with the completion (see decode_completion)
+
+
+def decode_completion(tokenizer, prompt_ids: Sequence[int], new_ids: Sequence[int], stop: Sequence[str] = INTENT_STOP,
+                      healed: str = "") -> str:
+    """The text of generated tokens ``new_ids`` after ``prompt_ids``: cut at the first eos /
+    pad token, decoded after the prompt's last tokens (a SentencePiece tokenizer drops the
+    leading space of a sequence decoded alone), without the ``healed`` whitespace the prompt
+    lost (module docstring), cut at the first ``stop`` marker and right-stripped. This is
+    the whole text path of :meth:`TODModel.complete` after generation."""
+    stops = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
+    new = list(new_ids)
+    new = new[:next((j for j, t in enumerate(new) if t in stops), len(new))]
+    ctx = [t for t in list(prompt_ids)[-_DECODE_CONTEXT:] if t not in stops and t != tokenizer.bos_token_id]
+    head = tokenizer.decode(ctx, skip_special_tokens=True)
+    both = tokenizer.decode(ctx + new, skip_special_tokens=True)
+    text = both[len(head):] if both.startswith(head) else tokenizer.decode(new, skip_special_tokens=True)
+    if healed and text.startswith(healed):
+        text = text[len(healed):]
+    return _cut(text.lstrip() if healed else text, stop)
 
 
 class TODModel:
@@ -369,7 +449,8 @@ class TODModel:
     def complete(self, examples: Sequence, *, max_new_tokens: int = 64, batch_size: int = 8,
                  stop: Sequence[str] = INTENT_STOP, max_len: int | None = None) -> list[str]:
         """Greedy completion of each prompt (a string, or a ``(prompt, target)`` pair), cut at
-        the first ``stop`` marker, without the prompt's trailing whitespace (module docstring).
+        the first ``stop`` marker, without the prompt's trailing whitespace (module docstring);
+        a sequence also ends at eos / pad, or after ``max_new_tokens``.
         Prompts longer than ``max_len - max_new_tokens`` tokens (``max_len``: the model's
         maximum positions by default) keep bos and their last tokens."""
         import torch
@@ -393,9 +474,9 @@ class TODModel:
         if n_cut:
             log.warning("teacher_forced: %d of %d prompts cut to their last %d tokens", n_cut, len(encoded), budget)
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # less padding per batch
-        stops = {tok.eos_token_id, tok.pad_token_id} - {None}
         out: list[str | None] = [None] * len(encoded)
         t0 = time.time()
+        bar = progress(desc="TOD completions", total=len(order), unit="prompts")
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             n = max(len(encoded[i]) for i in idx)
@@ -409,12 +490,9 @@ class TODModel:
                                           do_sample=False, num_beams=1, stop_strings=list(stop) or None,
                                           tokenizer=tok, pad_token_id=tok.pad_token_id)
             for row, i in enumerate(idx):
-                new = gen[row, n:].tolist()
-                end = next((j for j, t in enumerate(new) if t in stops), len(new))
-                text = tok.decode(new[:end], skip_special_tokens=True)
-                if healed[i] and text.startswith(healed[i]):
-                    text = text[len(healed[i]):]
-                out[i] = _cut(text.lstrip() if healed[i] else text, stop)
+                out[i] = decode_completion(tok, encoded[i], gen[row, n:].tolist(), stop, healed[i])
+            bar.update(len(idx))
+        bar.close()
         log.info("teacher_forced: %d completions in %.1f s", len(out), time.time() - t0)
         return out
 
@@ -424,7 +502,7 @@ def teacher_forced(base: str | os.PathLike, adapter: str | os.PathLike | None, e
                    max_len: int | None = None, dtype=None, token: str | None = None,
                    threads: int | None = None) -> list[str]:
     """Greedy completions of ``examples`` by ``base`` + ``adapter`` (see :meth:`TODModel.complete`).
-    For intent/slot prompts (ending ``## ``) pass the default ``stop``; for responses
+    For intent/slot prompts (ending ``## `` or ``## {"intent": "``) pass the default ``stop``; for responses
     :data:`RESPONSE_STOP`. Use :class:`TODModel` directly to reuse one loaded model."""
     model = TODModel(base, adapter, dtype=dtype, token=token, threads=threads)
     return model.complete(examples, max_new_tokens=max_new_tokens, batch_size=batch_size, stop=stop, max_len=max_len)

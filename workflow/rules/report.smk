@@ -1,0 +1,84 @@
+# Curves as data and the HTML report.
+#   plot_data     (both runners) tidy plot files for `dvc plots` + the headline summary.json
+#   report_pages  (Snakemake only, not in `all`) HTML views of the markdown results and of
+#                 every job's provenance, for `make report` = snakemake --report (these are
+#                 views with dates, not results, so DVC does not track them)
+
+PLOTS_DIR = f"results/{PROFILE}/plots"
+PLOT_FILES = {name: f"{PLOTS_DIR}/{name}.csv" for name in ("learning_curves", "train_loss", "ablation_deltas")}
+CONFUSION_DIR = f"{PLOTS_DIR}/syntod_confusion"
+SUMMARY = f"results/{PROFILE}/metrics/summary.json"
+REPORT_PAGES = f"results/{PROFILE}/report_pages"
+# what `make report` builds the HTML report for: everything of `all` plus the pages
+REPORT_HTML = f"results/{PROFILE}/report.html"
+
+
+rule plot_data:
+    input:
+        code("plotdata.py"),
+        checkpoints=CHECKPOINTS_TSV,
+        lora=[LORA.format(**g) for g in GRID],
+        ablation=ABLATION_TSV,
+        predictions=expand(SYN_PRED, domain=P["syntod"]["domains"], method=P["syntod"]["methods"]),
+        bm25=METRICS_BM25,
+        rerank=METRICS_RERANK,
+        syntod=SYN_METRICS,
+    output:
+        **PLOT_FILES,
+        confusion=directory(CONFUSION_DIR),
+        summary=SUMMARY,
+    params:
+        profile=PROFILE,
+        figures_metric=P["figures"]["metric"],
+        ablate_metric=P["ablate"]["metric"],
+        datasets=[P["rerank"]["checkpoint_datasets"], P["rerank"]["final_datasets"]],
+        lora=lambda w, input: os.path.dirname(input.lora[0]),
+        syntod_results=lambda w, input: os.path.dirname(input.predictions[0]),
+        out_dir=PLOTS_DIR,
+    log:
+        f"{LOGS}/plot_data.log",
+    resources:
+        mem_mb=2000,
+        runtime=runtime("plot_data"),
+    conda:
+        ENV
+    shell:
+        "irrepro plot-data --profile {params.profile} --checkpoints {input.checkpoints} --lora {params.lora}"
+        " --ablation {input.ablation} --syntod-results {params.syntod_results} --bm25 {input.bm25}"
+        " --rerank {input.rerank} --syntod {input.syntod} --out-dir {params.out_dir} --summary {output.summary}"
+        " --log {log}"
+
+
+rule report_pages:
+    input:
+        # everything `rule all` builds, so that the report covers the whole run
+        REPORT,
+        METRICS_ABLATION,
+        SYN_METRICS,
+        expand(SYN_WALK_STATS, domain=P["syntod"]["domains"]),
+        FIGURES,
+        SUMMARY,
+        code("reportpages.py", "provenance.py"),
+        report=REPORT,
+        significance=SIGNIFICANCE,
+        syntod=SYN_MD,
+    output:
+        reproduction=report(f"{REPORT_PAGES}/reproduction.html", caption="../report/reproduction_page.rst",
+                            category="Results", labels={"page": "Reproduction report"}),
+        significance=report(f"{REPORT_PAGES}/significance.html", caption="../report/significance_page.rst",
+                            category="Results", labels={"page": "Significance vs BM25"}),
+        syntod=report(f"{REPORT_PAGES}/syntod_comparison.html", caption="../report/syntod_page.rst",
+                      category="Results", labels={"page": "SynTOD comparison"}),
+        provenance=report(f"{REPORT_PAGES}/provenance.html", caption="../report/provenance_page.rst",
+                          category="Provenance", labels={"page": "Provenance of every job"}),
+    params:
+        profile=PROFILE,
+        out_dir=REPORT_PAGES,
+    log:
+        f"{LOGS}/report_pages.log",
+    localrule: True
+    conda:
+        ENV
+    shell:
+        "irrepro report-pages --profile {params.profile} --report {input.report}"
+        " --significance {input.significance} --syntod {input.syntod} --out-dir {params.out_dir} --log {log}"
