@@ -34,7 +34,7 @@ rule plot_data:
         datasets=[P["rerank"]["checkpoint_datasets"], P["rerank"]["final_datasets"]],
         lora=lambda w, input: os.path.dirname(input.lora[0]),
         syntod_results=lambda w, input: os.path.dirname(input.predictions[0]),
-        out_dir=PLOTS_DIR,
+        out_dir=lambda w, output: os.path.dirname(output.learning_curves),
     log:
         f"{LOGS}/plot_data.log",
     resources:
@@ -73,7 +73,7 @@ rule report_pages:
                           category="Provenance", labels={"page": "Provenance of every job"}),
     params:
         profile=PROFILE,
-        out_dir=REPORT_PAGES,
+        out_dir=lambda w, output: os.path.dirname(output.reproduction),
     log:
         f"{LOGS}/report_pages.log",
     localrule: True
