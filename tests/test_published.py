@@ -233,6 +233,8 @@ def test_empty_list_writes_empty_outputs_without_loading_anything(tmp_path, no_n
     assert PUB.pin_published([], pins) == {"adapters": []}
     assert PUB.evaluate_published(P, pins, "raw", "runs", "corpus", tmp_path / "runs", tmp_path / "t.tsv") == []
     assert (tmp_path / "t.tsv").read_text() == "\t".join(PUB.COLUMNS) + "\n"
+    # the runs directory is never empty (DVC would not restore an empty directory output)
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["RUNS.txt"] and not (tmp_path / "runs/RUNS.txt").read_text()
     assert "None evaluated in the mini profile" in PUB.final_markdown([], "mini")
     paper = load_params(ROOT / "params.yaml", "paper")["published"]["adapters"]
     assert len(paper) == 11 and all(a["repo"].startswith("AtharvaNijasureUMass/finegrained_checkpoint_experiment_")

@@ -76,12 +76,20 @@ class FakeHub(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def hub():
+def hub(monkeypatch):
+    from huggingface_hub.utils import close_session
+
+    # loopback never through a proxy, and a fresh client: huggingface_hub keeps one HTTP session
+    # per process, built with the proxy settings of whichever test used it first
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    close_session()
     FakeHub.received = {}
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeHub)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}", FakeHub.received
     server.shutdown()
+    close_session()
 
 
 @pytest.fixture
