@@ -60,7 +60,7 @@ test: setup ## run the test suite
 # workflow/rehearsal.yaml, tiny hub-format checkpoints in a local hub cache (offline), upstream-format
 # data files behind the download stage's mirrors, SynTOD's LLM over HTTP from a server on 127.0.0.1
 # (started here, stopped on exit; the dummy key lives in this recipe's environment only), then
-# `irrepro rehearsal-check`. Its numbers check code paths only.
+# `irrepro tools rehearsal-check`. Its numbers check code paths only.
 REHEARSAL_CACHE := .cache/rehearsal
 REHEARSAL_FAIL_EVERY ?= 7
 REHEARSAL_FACTOR ?= 10
@@ -69,29 +69,31 @@ rehearse: setup ## dress rehearsal of the paper route on CPU, sizes shrunk (~17 
 	export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_CACHE=$(abspath $(REHEARSAL_CACHE))/hub; \
 	export OPENAI_API_KEY=rehearsal-dummy-key IRREPRO_LLM_SEND_META=1; \
 	test -s $(REHEARSAL_CACHE)/mirror/sources.rehearsal.yaml -a -d $(REHEARSAL_CACHE)/hub \
-	  || $(BIN)/irrepro rehearsal-fixtures --profile rehearsal --hub-cache $(REHEARSAL_CACHE)/hub \
+	  || $(BIN)/irrepro tools rehearsal-fixtures --profile rehearsal --hub-cache $(REHEARSAL_CACHE)/hub \
 	       --mirror-out $(REHEARSAL_CACHE)/mirror --log logs/rehearsal/fixtures.log >/dev/null; \
 	rm -f $(REHEARSAL_CACHE)/llm.url; \
-	$(BIN)/irrepro llm-serve --profile rehearsal --fail-every $(REHEARSAL_FAIL_EVERY) --key-env OPENAI_API_KEY \
+	$(BIN)/irrepro tools llm-serve --profile rehearsal --fail-every $(REHEARSAL_FAIL_EVERY) --key-env OPENAI_API_KEY \
 	  --url-file $(REHEARSAL_CACHE)/llm.url --stats logs/rehearsal/llm-serve.json --log logs/rehearsal/llm-serve.log & \
 	server=$$!; trap 'kill $$server 2>/dev/null || true' EXIT; \
 	for i in $$(seq 150); do test -s $(REHEARSAL_CACHE)/llm.url && break; sleep 0.2; done; \
 	export OPENAI_BASE_URL=$$(cat $(REHEARSAL_CACHE)/llm.url); \
 	$(BIN)/snakemake --cores $(CORES) --config profile=rehearsal 2>&1 | tee logs/rehearsal/snakemake.log; \
-	$(BIN)/irrepro rehearsal-check --profile rehearsal --snakemake-log logs/rehearsal/snakemake.log \
+	$(BIN)/irrepro tools rehearsal-check --profile rehearsal --snakemake-log logs/rehearsal/snakemake.log \
 	  --factor $(REHEARSAL_FACTOR) --report results/rehearsal/report.md --log logs/rehearsal/check.log >/dev/null; \
 	cat results/rehearsal/report.md
 
 # Restore the published outputs instead of computing them: dvc pull from the default remote
 # (../irrepro-dvc-remote) or REMOTE=<name>, then date them so Snakemake sees them up to date.
 pull: setup ## restore published outputs from the DVC remote (REMOTE=<name>), dated for Snakemake
-	$(BIN)/irrepro dvc-pull $(if $(REMOTE),-r $(REMOTE))
+	$(BIN)/irrepro tools dvc-pull $(if $(REMOTE),-r $(REMOTE))
 
 paper-dry-run: setup ## list the paper profile's jobs (snakemake -n), no network
 	$(BIN)/snakemake -n --config profile=paper
 
-lint: setup ## snakemake --lint
+lint: setup ## snakefmt --check, snakemake --lint, dvc.yaml generated from the rules (python -m irrepro.dvcgen --check)
+	$(BIN)/snakefmt --check Snakefile workflow/rules/
 	$(BIN)/snakemake --lint
+	$(BIN)/python -m irrepro.dvcgen --check
 
 clean-venv: ## delete .venv
 	rm -rf $(VENV)

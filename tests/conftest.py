@@ -11,6 +11,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT / "workflow"))
 
+# the whole-pipeline runs shared by the end-to-end tests (session fixtures)
+pytest_plugins = ["pipeline_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def root() -> Path:
@@ -44,23 +47,135 @@ TINY_TEXTS = [
 ] * 20
 
 
-@pytest.fixture(scope="session")
-def tiny_base_dir(tmp_path_factory):
-    """Factory: a randomly initialised tiny base model directory (model + tokenizer) per family."""
-    from irrepro.tiny import init_model, train_tokenizer
+TINY_SIZES = {"hidden": 32, "layers": 2, "heads": 4, "intermediate": 64}
+
+
+def save_tiny_base(out: Path, family: str, tokenizer, dtype=None, **sizes) -> Path:
+    """A randomly initialised (seed 0) tiny base of ``family`` saved at ``out`` with ``tokenizer``;
+    ``sizes`` override TINY_SIZES (init_model's keywords), ``dtype`` a torch dtype to save in."""
+    from irrepro.tiny import init_model
+
+    model = init_model(family, tokenizer, seed=0, **{**TINY_SIZES, **sizes})
+    if dtype is not None:
+        model.to(dtype)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def tiny_base_factory(tmp_path_factory, texts, prefix: str, vocab_size: int = 300, **sizes):
+    """Factory ``family -> directory``: one tiny base per family, built on first use, with a
+    tokenizer trained on ``texts`` (for module- or session-scoped fixtures)."""
+    from irrepro.tiny import train_tokenizer
 
     cache = {}
 
     def make(family: str):
         if family not in cache:
-            out = tmp_path_factory.mktemp(f"tiny-{family}")
-            tok = train_tokenizer(TINY_TEXTS, vocab_size=300)
-            init_model(family, tok, seed=0, hidden=32, layers=2, heads=4, intermediate=64).save_pretrained(out)
-            tok.save_pretrained(out)
-            cache[family] = out
+            tok = train_tokenizer(texts, vocab_size=vocab_size)
+            cache[family] = save_tiny_base(tmp_path_factory.mktemp(f"{prefix}-{family}"), family, tok, **sizes)
         return cache[family]
 
     return make
+
+
+# SynTOD-format cooking conversations with a planted pattern: each intent has its own
+# utterance, and the query slot is the dish named (test_syntod_tod, test_syntod_evaluation)
+SYNTOD_HEADER = ("Conversation between human and AI that helps with recipes, allowed user intents are; "
+                 "search_recipe, next_step, set_timer, chitchat:")
+DISHES = ["pasta", "curry", "pancakes", "soup", "salad", "tacos"]
+UTTER = {"search_recipe": "i want to cook {dish}", "next_step": "what comes next",
+         "set_timer": "please set a timer", "chitchat": "how are you today"}
+REPLY = {"search_recipe": "here are some {dish} recipes", "next_step": "now stir the pot",
+         "set_timer": "the timer is running", "chitchat": "i am fine, thanks"}
+
+
+def cooking_conversation(rng) -> str:
+    """One SynTOD-format conversation: the four intents in ``rng``'s order, dishes drawn by ``rng``."""
+    import json
+
+    turns = [f"{SYNTOD_HEADER} ### ASSISTANT: Hello! What shall we cook?"]
+    for intent in rng.sample(list(UTTER), len(UTTER)):
+        dish = rng.choice(DISHES)
+        ann = {"intent": intent, "query": dish} if intent == "search_recipe" else {"intent": intent}
+        turns.append(f"### HUMAN: {UTTER[intent].format(dish=dish)} ## {json.dumps(ann)}")
+        turns.append(f"### ASSISTANT: {REPLY[intent].format(dish=dish)}")
+    return " ".join(turns)
+
+
+@pytest.fixture(scope="session")
+def tiny_base_dir(tmp_path_factory):
+    """Factory: a randomly initialised tiny base model directory (model + tokenizer) per family."""
+    return tiny_base_factory(tmp_path_factory, TINY_TEXTS, "tiny")
+
+
+@pytest.fixture
+def restore_torch_threads():
+    """Training and scoring on one thread set torch's thread count for the process; give it back."""
+    import torch
+
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def quiet_transformers():
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+
+
+def make_lora_adapter(base_dir: Path, out: Path, seed: int, family: str, targets: str = "all", head: bool = True) -> Path:
+    """A real peft LoRA adapter made directly with peft, with random non-zero B matrices (so LoRA
+    changes the scores) and, with ``head``, a random score head."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    from irrepro.rerank.targets import target_modules
+
+    quiet_transformers()
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=1)
+    cfg = LoraConfig(
+        task_type="SEQ_CLS" if head else None,
+        r=2,
+        lora_alpha=4,
+        target_modules=target_modules(family, targets),
+        modules_to_save=["score"] if head else None,
+    )
+    pm = get_peft_model(model, cfg)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in pm.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+            elif "modules_to_save" in name:
+                p.copy_(torch.randn(p.shape, generator=g))
+    pm.save_pretrained(out)
+    return out
+
+
+def plain_peft(base_dir: Path, adapter_dir: Path):
+    """The reference: plain transformers + plain peft (nothing of ours), eval mode."""
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    quiet_transformers()
+    model = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=1)
+    return PeftModel.from_pretrained(model, adapter_dir).eval()
+
+
+def send_json(handler, code: int, doc) -> None:
+    """Answer a request of a test HTTP server (http.server handler) with ``doc`` as JSON."""
+    import json
+
+    data = json.dumps(doc).encode()
+    handler.send_response(code)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
 
 
 BIN = str(Path(sys.executable).parent)

@@ -23,6 +23,8 @@ from irrepro.rerank.targets import MODULES, target_modules  # noqa: E402
 from irrepro.study1 import ablation as S  # noqa: E402
 from irrepro.trec import read_run, write_run  # noqa: E402
 
+from conftest import make_lora_adapter, plain_peft, tiny_base_factory  # noqa: E402
+
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
 
 FAMILIES = ["llama", "mistral", "pythia"]
@@ -46,12 +48,6 @@ PAIRS = [
 
 
 # ----------------------------------------------------------------------------- fixtures / helpers
-def _quiet():
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-
-
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """Tiny models score fastest on one thread, and the cores are shared; restore afterwards."""
@@ -64,51 +60,7 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def base3(tmp_path_factory):
     """Factory: a random tiny base of ``family`` with three transformer layers (model + tokenizer)."""
-    from irrepro.tiny import init_model, train_tokenizer
-
-    cache = {}
-
-    def make(family):
-        if family not in cache:
-            out = tmp_path_factory.mktemp(f"base3-{family}")
-            tok = train_tokenizer(TEXTS, vocab_size=300)
-            init_model(family, tok, seed=0, hidden=32, layers=N_LAYERS, heads=4, intermediate=64).save_pretrained(out)
-            tok.save_pretrained(out)
-            cache[family] = out
-        return cache[family]
-
-    return make
-
-
-def make_adapter(base: Path, out: Path, seed: int, family: str, targets: str) -> Path:
-    """A real peft LoRA adapter with random non-zero B matrices (so LoRA changes the scores) and head."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForSequenceClassification
-
-    _quiet()
-    torch.manual_seed(seed)
-    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
-    pm = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=2, lora_alpha=4,
-                                          target_modules=target_modules(family, targets), modules_to_save=["score"]))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in pm.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-            elif "modules_to_save" in name:
-                p.copy_(torch.randn(p.shape, generator=g))
-    pm.save_pretrained(out)
-    return out
-
-
-def plain_peft(base: Path, adapter: Path):
-    """Reference model: plain transformers + plain peft (nothing of ours), eval mode."""
-    from peft import PeftModel
-    from transformers import AutoModelForSequenceClassification
-
-    _quiet()
-    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
-    return PeftModel.from_pretrained(model, adapter).eval()
+    return tiny_base_factory(tmp_path_factory, TEXTS, "base3", layers=N_LAYERS)
 
 
 def expected_names(family: str, targets: str, n_layers: int, band_size: int, cells: bool) -> dict[str, str | None]:
@@ -165,7 +117,7 @@ def toy_files(tmp_path: Path) -> tuple[dict, dict]:
 def test_sites_and_variants_per_family(base3, tmp_path, family, targets):
     base = base3(family)
     model, _ = E.load_base(base)
-    pm = E.AdapterSwitcher(model).attach(make_adapter(base, tmp_path / "a", 1, family, targets))
+    pm = E.AdapterSwitcher(model).attach(make_lora_adapter(base, tmp_path / "a", 1, family, targets))
     sites = AB.lora_sites(pm, family)
     projs = target_modules(family, targets)
     assert [(s.layer, s.projection) for s in sites] == [(i, p) for i in range(N_LAYERS) for p in projs]
@@ -221,7 +173,7 @@ def test_variant_scores_equal_independent_references(base3, tmp_path, family):
     from transformers import AutoModelForSequenceClassification
 
     base = base3(family)
-    adapter = make_adapter(base, tmp_path / "a", 7, family, "all")
+    adapter = make_lora_adapter(base, tmp_path / "a", 7, family, "all")
     model, tok = E.load_base(base)
     pm = E.AdapterSwitcher(model).attach(adapter)
     encoded, pad = encode_pairs(tok, PAIRS), _pad_token_id(pm, tok)
@@ -273,7 +225,7 @@ def test_variant_scores_equal_independent_references(base3, tmp_path, family):
 # ----------------------------------------------------------------------------- sweep
 def test_sweep_runs_aliases_resume_and_full_equals_evaluate(base3, tmp_path, monkeypatch):
     base = base3("llama")
-    adapter = make_adapter(base, tmp_path / "a", 9, "llama", "mha")
+    adapter = make_lora_adapter(base, tmp_path / "a", 9, "llama", "mha")
     files, passages = toy_files(tmp_path)
     datasets = {"toy": {"topics": files["topics"], "run": files["run"]}}
     out = tmp_path / "ablate"
@@ -318,7 +270,7 @@ def test_sweep_runs_aliases_resume_and_full_equals_evaluate(base3, tmp_path, mon
     left = {p.name for p in (out / "toy").glob("*.trec")}
     assert "band-0-1.trec" not in left and "stale-variant.trec" not in left and "band-1-1.trec" in left
     # another adapter under the same directory is recomputed
-    other = make_adapter(base, tmp_path / "b", 10, "llama", "mha")
+    other = make_lora_adapter(base, tmp_path / "b", 10, "llama", "mha")
     calls.clear()
     AB.sweep(base, other, out_dir=out, **{**kw, "cells": False})
     assert len(calls) == len([n for n, s in expected_names("llama", "mha", N_LAYERS, 2, False).items() if s is None])
@@ -339,8 +291,8 @@ def test_ablate_and_collect_cli(base3, tmp_path):
 
     base = base3("llama")
     adapters = tmp_path / "lora"
-    make_adapter(base, adapters / "checkpoint-50", 11, "llama", "mha")
-    make_adapter(base, adapters / "checkpoint-100", 12, "llama", "mha")
+    make_lora_adapter(base, adapters / "checkpoint-50", 11, "llama", "mha")
+    make_lora_adapter(base, adapters / "checkpoint-100", 12, "llama", "mha")
     files, passages = toy_files(tmp_path)
     raw = _raw_dir(tmp_path, files)
     bm25 = tmp_path / "bm25"

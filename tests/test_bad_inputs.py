@@ -158,6 +158,38 @@ def _graph_yaml(p: P, dup: bool) -> Path:
     return p.file("graph.yaml", text)
 
 
+def _base(p: P, damage: Callable[[Path], None]) -> Path:
+    """A tiny llama base (real config, weights and tokenizer) with ``damage`` done to it."""
+    from conftest import TINY_TEXTS, save_tiny_base
+    from irrepro.tiny import train_tokenizer
+
+    base = save_tiny_base(p.tmp / "base", "llama", train_tokenizer(TINY_TEXTS, vocab_size=300))
+    damage(base)
+    return base
+
+
+def _truncate_tokenizer(base: Path) -> None:
+    (base / "tokenizer.json").write_text((base / "tokenizer.json").read_text()[:1000])
+
+
+def _foreign_tokenizer(base: Path) -> None:
+    """Valid JSON the tokenizers library cannot read (it names no file: 'untagged enum ModelUntagged')."""
+    doc = json.loads((base / "tokenizer.json").read_text())
+    doc["model"]["type"] = "NoSuchModel"
+    (base / "tokenizer.json").write_text(json.dumps(doc))
+
+
+def _full_corpus(p: P) -> str:
+    """The mini corpus (every passage of the published top-100 runs), as the corpus stage writes it."""
+    from irrepro.bm25 import write_corpus_from_rankllm
+
+    out = p.tmp / "corpus" / "full.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_corpus_from_rankllm([str(p.raw / "bm25-top100" / f"retrieve_results_{ds}.json") for ds in ("dl19", "dl20")],
+                              str(out))
+    return str(out)
+
+
 def _rerank_eval(p: P, adapters: str, base: str | None = None, corpus: str | None = None) -> list[str]:
     return ["--config", "llama-r2-mha", "--base", base or str(p.tmp / "base"), "--adapters", adapters,
             "--raw", str(p.raw), "--runs", str(_bm25_runs(p)), "--corpus", corpus or str(_corpus(p)),
@@ -271,6 +303,9 @@ CASES = [
          "bm25", names=("topics.dl19-passage.txt:3", "tab"), outputs=("runs/bm25",)),
     Case("bm25-index-missing", lambda p: ["--raw", str(p.raw), "--index", str(p.tmp / "noindex"), "--out", "runs/bm25"],
          "bm25", names=("noindex",), outputs=("runs/bm25",)),
+    # Lucene's exception through pyjnius: the index directory and the Java class, not the JVM's stack
+    Case("bm25-index-unreadable", lambda p: ["--raw", str(p.raw), "--index", _fake_index(p), "--out", "runs/bm25"],
+         "bm25", names=("index: not a readable Lucene index", "Exception"), outputs=("runs/bm25",)),
     # ---------------------------------------------------------------- evaluate
     Case("evaluate-run-missing", lambda p: ["--raw", str(p.raw), "--runs", str(p.tmp / "none"), "--out", "m/bm25.json",
                                             "--perquery", "m/pq.tsv"], "evaluate",
@@ -300,8 +335,6 @@ CASES = [
                                                    "--corpus", str(p.tmp / "none.jsonl"), "--out", "g.jsonl"],
          "train-groups", names=("none.jsonl",), outputs=("g.jsonl",)),
     # ---------------------------------------------------------------- finetune
-    Case("finetune-missing-family", lambda p: ["--base", "b", "--groups", "g", "--out", "lora/x"], "finetune",
-         names=("--family",), outputs=("lora/x",)),
     Case("finetune-groups-missing", lambda p: _finetune(p, str(p.tmp / "nogroups.jsonl")), "finetune",
          names=("nogroups.jsonl",), outputs=("lora/llama-r2-mha", "lora/llama-r2-mha.partial")),
     Case("finetune-groups-broken", lambda p: _finetune(p, str(_groups(p, [_group("1"), _group("2")], broken_line=2))),
@@ -313,14 +346,18 @@ CASES = [
          "finetune", names=("groups.jsonl:1", "group_size"), outputs=("lora/llama-r2-mha", "lora/llama-r2-mha.partial")),
     Case("finetune-base-empty", lambda p: ((p.tmp / "base").mkdir(), _finetune(p, str(_groups(p, [_group("1")]))))[1],
          "finetune", names=("base", "config.json"), outputs=("lora/llama-r2-mha", "lora/llama-r2-mha.partial")),
+    Case("finetune-base-tokenizer-truncated", lambda p: _finetune(p, str(_groups(p, [_group("1")])),
+                                                                  base=str(_base(p, _truncate_tokenizer))),
+         "finetune", names=("base/tokenizer.json:", "not valid JSON"),
+         outputs=("lora/llama-r2-mha", "lora/llama-r2-mha.partial")),
     Case("finetune-base-missing", lambda p: _finetune(p, str(_groups(p, [_group("1")])), base=str(p.tmp / "nobase")),
          "finetune", names=("nobase",), outputs=("lora/llama-r2-mha", "lora/llama-r2-mha.partial")),
-    Case("finetune-tod-train-missing", lambda p: ["--task", "tod", "--base", str(p.tmp / "base"), "--train",
-                                                  str(p.tmp / "notrain.jsonl"), "--out", "tod"], "finetune",
+    Case("finetune-tod-train-missing", lambda p: ["--base", str(p.tmp / "base"), "--train",
+                                                  str(p.tmp / "notrain.jsonl"), "--out", "tod"], "finetune-tod",
          names=("notrain.jsonl",), outputs=("tod", "tod.partial")),
-    Case("finetune-tod-train-broken", lambda p: ["--task", "tod", "--base", str(p.tmp / "base"), "--train",
+    Case("finetune-tod-train-broken", lambda p: ["--base", str(p.tmp / "base"), "--train",
                                                  str(p.file("train.jsonl", '{"text": "a"}\n{"text": \n')), "--out", "tod"],
-         "finetune", names=("train.jsonl:2",), outputs=("tod", "tod.partial")),
+         "finetune-tod", names=("train.jsonl:2",), outputs=("tod", "tod.partial")),
     # ---------------------------------------------------------------- rerank-eval / ablate
     Case("rerank-eval-adapters-missing", lambda p: _rerank_eval(p, str(p.tmp / "noadapters")), "rerank-eval",
          names=("noadapters",), outputs=("rr/llama-r2-mha",)),
@@ -330,6 +367,17 @@ CASES = [
          names=("checkpoint-5", "adapter_model.safetensors"), outputs=("rr/llama-r2-mha",)),
     Case("rerank-eval-adapter-missing-config", lambda p: _rerank_eval(p, str(_truncated_adapter(p, drop_config=True))),
          "rerank-eval", names=("checkpoint-5", "adapter_config.json"), outputs=("rr/llama-r2-mha",)),
+    Case("rerank-eval-base-tokenizer-truncated", lambda p: _rerank_eval(p, str(_truncated_adapter(p, bad=None)),
+                                                                        base=str(_base(p, _truncate_tokenizer))),
+         "rerank-eval", names=("base/tokenizer.json:", "not valid JSON"), outputs=("rr/llama-r2-mha",)),
+    Case("rerank-eval-base-tokenizer-foreign", lambda p: _rerank_eval(p, str(_truncated_adapter(p, bad=None)),
+                                                                      base=str(_base(p, _foreign_tokenizer)),
+                                                                      corpus=_full_corpus(p)),
+         "rerank-eval", names=("base: cannot load the tokenizer",), outputs=("rr/llama-r2-mha",)),
+    Case("ablate-truncated-adapter", lambda p: ["--config", "llama-r2-mha", "--base", str(p.tmp / "b"), "--adapters",
+                                                str(_truncated_adapter(p, bad=10)), "--raw", str(p.raw), "--runs",
+                                                str(_bm25_runs(p)), "--corpus", str(_corpus(p)), "--out", "ab/llama-r2-mha"],
+         "ablate", names=("checkpoint-10/adapter_model.safetensors", "truncated"), outputs=("ab/llama-r2-mha",)),
     Case("ablate-adapters-missing", lambda p: ["--config", "llama-r2-mha", "--base", "b", "--adapters",
                                                str(p.tmp / "noadapters"), "--raw", str(p.raw), "--runs", str(_bm25_runs(p)),
                                                "--corpus", str(_corpus(p)), "--out", "ab/llama-r2-mha"],
@@ -356,34 +404,34 @@ CASES = [
     Case("report-metrics-broken", lambda p: ["--metrics", str(p.file("m.json", '{"bm25":\n {"dl19": }\n')), "--out", "report.md"],
          "report", names=("m.json:2", "JSON"), outputs=("report.md",)),
     # ---------------------------------------------------------------- SynTOD
-    Case("syntod-check-missing", lambda p: ["--inputs", str(p.tmp / "no.jsonl"), "--out", "chk.json"], "syntod-check",
+    Case("syntod-check-missing", lambda p: ["--inputs", str(p.tmp / "no.jsonl"), "--out", "chk.json"], "tools syntod-check",
          names=("no.jsonl",), outputs=("chk.json",)),
     Case("syntod-check-broken-line", lambda p: ["--inputs", str(p.file("c.jsonl", _conv(p).read_text() + "{\"id\": \n")), "--out", "chk.json"],
-         "syntod-check", names=("c.jsonl:3",), outputs=("chk.json",)),
+         "tools syntod-check", names=("c.jsonl:3",), outputs=("chk.json",)),
     Case("syntod-check-unknown-intent", lambda p: ["--strict", "--inputs", str(_conv(p, _set_intent("fly_to_moon"))),
                                                    "--out", "chk.json"],
-         "syntod-check", names=("conv.jsonl:1", "fly_to_moon"), outputs=("chk.json",)),
+         "tools syntod-check", names=("conv.jsonl:1", "fly_to_moon"), outputs=("chk.json",)),
     Case("syntod-check-turn-without-intent", lambda p: ["--strict", "--inputs", str(_conv(p, _set_intent(None))),
                                                         "--out", "chk.json"],
-         "syntod-check", names=("conv.jsonl:1", "intent"), outputs=("chk.json",)),
+         "tools syntod-check", names=("conv.jsonl:1", "intent"), outputs=("chk.json",)),
     Case("syntod-walks-graph-duplicate-key", lambda p: ["--graph", str(_graph_yaml(p, dup=True)), "--seeds",
                                                         str(p.raw / "syntod/recipe_seed_test_set.jsonl"), "--n", "2",
                                                         "--out", "w.jsonl"],
-         "syntod-walks", names=("graph.yaml:40", "duplicate key 'page_size'", "first at line 39"), outputs=("w.jsonl",)),
+         "tools syntod-walks", names=("graph.yaml:40", "duplicate key 'page_size'", "first at line 39"), outputs=("w.jsonl",)),
     Case("syntod-walks-graph-missing", lambda p: ["--graph", str(p.tmp / "nograph.yaml"), "--seeds", "s", "--n", "2",
-                                                  "--out", "w.jsonl"], "syntod-walks",
+                                                  "--out", "w.jsonl"], "tools syntod-walks",
          names=("nograph.yaml", "not found"), outputs=("w.jsonl",)),
     Case("syntod-walks-seeds-missing", lambda p: ["--domain", "cooking", "--seeds", str(p.tmp / "noseeds.jsonl"), "--n", "2",
-                                                  "--out", "w.jsonl"], "syntod-walks",
+                                                  "--out", "w.jsonl"], "tools syntod-walks",
          names=("noseeds.jsonl",), outputs=("w.jsonl",)),
     Case("syntod-walks-seeds-broken", lambda p: ["--domain", "cooking", "--seeds", str(p.file("s.jsonl", "\n{\"x\n")),
-                                                 "--n", "2", "--out", "w.jsonl"], "syntod-walks",
+                                                 "--n", "2", "--out", "w.jsonl"], "tools syntod-walks",
          names=("s.jsonl:2",), outputs=("w.jsonl",)),
-    Case("syntod-gen-walks-no-seeds", lambda p: ["--domain", "cooking", "--out", "w.jsonl", "--stats", "ws.json"],
-         "syntod-gen-walks", names=("--raw",), outputs=("w.jsonl", "ws.json")),
-    Case("syntod-gen-walks-seeds-missing", lambda p: ["--domain", "cooking", "--seeds", str(p.tmp / "noseeds.jsonl"),
+    Case("syntod-walks-stage-no-seeds", lambda p: ["--domain", "cooking", "--out", "w.jsonl", "--stats", "ws.json"],
+         "syntod-walks", names=("--raw",), outputs=("w.jsonl", "ws.json")),
+    Case("syntod-walks-stage-seeds-missing", lambda p: ["--domain", "cooking", "--seeds", str(p.tmp / "noseeds.jsonl"),
                                                       "--out", "w.jsonl", "--stats", "ws.json"],
-         "syntod-gen-walks", names=("noseeds.jsonl",), outputs=("w.jsonl", "ws.json")),
+         "syntod-walks", names=("noseeds.jsonl",), outputs=("w.jsonl", "ws.json")),
     Case("syntod-generate-walks-missing", lambda p: ["--domain", "cooking", "--method", "graph", "--raw", str(p.raw),
                                                      "--walks", str(p.tmp / "nowalks.jsonl"), "--out-dir", "gen"],
          "syntod-generate", names=("nowalks.jsonl",), outputs=("gen", "gen.partial")),
@@ -398,15 +446,20 @@ CASES = [
          names=("recipe_seed_test_set.jsonl",), outputs=("items", "items.json")),
     Case("syntod-base-raw-empty", lambda p: ["--raw", str(p.tmp / "empty"), "--out", "sbase"], "syntod-base",
          names=("recipe_seed_test_set.jsonl",), outputs=("sbase",)),
-    Case("syntod-evaluate-heldout-missing", lambda p: ["--domain", "cooking", "--method", "graph", "--base", str(p.tmp / "b"),
+    Case("evaluate-tod-heldout-missing", lambda p: ["--domain", "cooking", "--method", "graph", "--base", str(p.tmp / "b"),
                                                        "--adapter", str(p.tmp / "a"), "--raw", str(p.raw), "--heldout",
                                                        str(p.tmp / "noheld.jsonl"), "--out", "r.json", "--predictions", "pr.jsonl"],
-         "syntod-evaluate", names=("noheld.jsonl",), outputs=("r.json", "pr.jsonl")),
-    Case("syntod-evaluate-adapter-missing", lambda p: ["--domain", "cooking", "--method", "graph", "--base", str(p.tmp / "b"),
+         "evaluate-tod", names=("noheld.jsonl",), outputs=("r.json", "pr.jsonl")),
+    Case("evaluate-tod-base-tokenizer-truncated",
+         lambda p: ["--domain", "cooking", "--method", "graph", "--base", str(_base(p, _truncate_tokenizer)),
+                    "--adapter", str(_truncated_adapter(p, bad=None) / "checkpoint-10"), "--raw", str(p.raw),
+                    "--heldout", str(_conv(p)), "--out", "r.json", "--predictions", "pr.jsonl"],
+         "evaluate-tod", names=("base/tokenizer.json:", "not valid JSON"), outputs=("r.json", "pr.jsonl")),
+    Case("evaluate-tod-adapter-missing", lambda p: ["--domain", "cooking", "--method", "graph", "--base", str(p.tmp / "b"),
                                                        "--adapter", str(p.tmp / "noadapter"), "--raw", str(p.raw), "--heldout",
                                                        str(_conv(p)), "--out", "r.json",
                                                        "--predictions", "pr.jsonl"],
-         "syntod-evaluate", names=("noadapter",), outputs=("r.json", "pr.jsonl")),
+         "evaluate-tod", names=("noadapter",), outputs=("r.json", "pr.jsonl")),
     Case("syntod-collect-results-missing", lambda p: ["--results", str(p.tmp / "nores.json"), "--out-tsv", "t.tsv",
                                                       "--out-json", "t.json", "--out-md", "t.md"], "syntod-collect",
          names=("nores.json",), outputs=("t.tsv", "t.json", "t.md")),
@@ -432,12 +485,13 @@ CASES = [
          "published-eval", names=("pins.json:3",), outputs=("pr", "p.tsv")),
     Case("llm-check-basic-auth-unreachable", lambda p: ["--kind", "openai", "--model", "m", "--base-url-env", "H15_URL",
                                                         "--timeout", "2", "--max-retries", "0"],
-         "syntod-llm-check", code=1, names=("127.0.0.1:9",), secret="h15pass-secret"),
+         "tools syntod-llm-check", code=1, names=("127.0.0.1:9",), secret="h15pass-secret"),
 ]
 
 
-def _truncated_adapter(p: P, drop_config: bool = False) -> Path:
-    """An adapter directory whose checkpoint-5 lost the end of its weights (or its config)."""
+def _truncated_adapter(p: P, drop_config: bool = False, bad: int | None = 5) -> Path:
+    """An adapter directory whose checkpoint-``bad`` lost the end of its weights (or checkpoint-5
+    its config); ``bad=None``: both checkpoints complete."""
     ad = p.tmp / "adapters"
     for step in (5, 10):
         ck = ad / f"checkpoint-{step}"
@@ -446,7 +500,7 @@ def _truncated_adapter(p: P, drop_config: bool = False) -> Path:
         # a safetensors header that promises 4096 bytes of data that are not there
         header = json.dumps({"w": {"dtype": "F32", "shape": [1024], "data_offsets": [0, 4096]}}).encode()
         (ck / "adapter_model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header
-                                                       + (b"\0" * (4096 if step == 10 else 100)))
+                                                       + (b"\0" * (100 if step == bad else 4096)))
     if drop_config:
         (ad / "checkpoint-5" / "adapter_config.json").unlink()
         header = json.dumps({"w": {"dtype": "F32", "shape": [1024], "data_offsets": [0, 4096]}}).encode()
@@ -457,7 +511,7 @@ def _truncated_adapter(p: P, drop_config: bool = False) -> Path:
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_gives_one_line(case: Case, proj: P, capsys, monkeypatch):
     monkeypatch.setenv("H15_URL", "http://h15user:h15pass-secret@127.0.0.1:9/v1")
-    argv = [case.command, *case.build(proj), *proj.common()]
+    argv = [*case.command.split(), *case.build(proj), *proj.common()]  # "tools <name>": a developer tool
     code = main(argv)
     out, err = capsys.readouterr()
     lines = [line for line in err.splitlines() if line.startswith(f"irrepro {case.command}: ")]
@@ -475,10 +529,34 @@ def test_bad_input_gives_one_line(case: Case, proj: P, capsys, monkeypatch):
         assert case.secret not in out + err + logged
 
 
+def test_missing_required_argument_is_refused_by_the_parser(capsys):
+    """The stage spec's required arguments are argparse's: exit 2 naming them, before any work."""
+    with pytest.raises(SystemExit) as exc:
+        main(["finetune", "--base", "b", "--groups", "g", "--out", "lora/x"])
+    assert exc.value.code == 2
+    assert "irrepro finetune: error: the following arguments are required: --family" in capsys.readouterr().err
+
+
 def test_debug_prints_the_traceback(proj, capsys):
     code = main(["check-params", *proj.common(), "--debug", "--params", str(proj.tmp / "missing.yaml")])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" in err
+
+
+def test_evaluate_flags_judged_coverage_above_the_threshold(proj, capsys):
+    """A run missing two judged queries (41 of 43 >= evaluate.min_judged_fraction 0.9) is scored,
+    with a warning in the log and the counts in the metrics JSON beside the metrics."""
+    from irrepro.trec import read_qrels
+
+    judged = sorted(q for q, docs in read_qrels(proj.raw / "trec-dl" / "qrels.dl19-passage.txt").items() if docs)
+    gone = set(judged[:2])
+    code = main(["evaluate", *_evaluate(proj, edit=lambda ls: [x for x in ls if x.split()[0] not in gone]), *proj.common()])
+    assert code == 0, capsys.readouterr().err[-2000:]
+    result = json.loads((proj.tmp / "m/bm25.json").read_text())
+    assert result["bm25"]["dl19"]["judged_queries"] == {"found": len(judged) - 2, "expected": len(judged)}
+    assert result["bm25"]["dl20"]["judged_queries"]["found"] == result["bm25"]["dl20"]["judged_queries"]["expected"]
+    assert list(result["bm25"]["dl19"])[-1] == "judged_queries"  # after the metrics, in their order
+    assert f"answers {len(judged) - 2} of {len(judged)} judged queries" in proj.log.read_text()
 
 
 def test_case_count_by_stage():

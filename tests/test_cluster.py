@@ -8,9 +8,8 @@ each job's resources after the profile's defaults and per-rule overrides are app
 import re
 import shutil
 
-import yaml
-
 from conftest import make_scratch_project, run
+from irrepro.plan import load_runtimes
 
 PROFILE = ["--profile", "workflow/profiles/slurm", "--config", "profile=paper"]
 
@@ -34,7 +33,7 @@ def test_slurm_profile_dry_run_puts_gpu_stages_on_gpu_nodes(root, tmp_path):
     out = run(["snakemake", "-n", *PROFILE], project)
     assert "Using profile workflow/profiles/slurm" in out
     jobs = job_resources(out)
-    paper_runtime = {rule: v["paper"] for rule, v in yaml.safe_load((root / "workflow/runtimes.yaml").read_text()).items()}
+    paper_runtime = {rule: v["paper"] for rule, v in load_runtimes().items()}
 
     assert len(jobs["finetune"]) == 36 and len(jobs["rerank_eval"]) == 36
     for res in jobs["finetune"]:  # the profile's GPU request on top of the rule's own sizes

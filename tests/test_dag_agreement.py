@@ -1,5 +1,8 @@
 """The Snakefile (workflow/rules/*.smk) and dvc.yaml describe the same DAG.
 
+dvc.yaml is generated from the rules (irrepro.dvcgen, tests/test_dvcgen.py); this test checks
+the result job by job, independently of the generator.
+
 For each profile, every job of the Snakemake DAG (but `all`) must match one DVC stage
 (matrix/foreach stages expanded) writing the same outputs, with the identical command and
 the same inputs as deps; the rule name is the stage name (before DVC's `@` suffix).

@@ -1,8 +1,8 @@
-"""Publishing with `dvc push` and restoring with `irrepro dvc-pull`.
+"""Publishing with `dvc push` and restoring with `irrepro tools dvc-pull`.
 
 Fast part: `align_mtimes` on a small real DVC project with a matching Snakefile, with
-Snakemake itself as the judge of what is up to date. Slow part: one real mini run (one
-config) in a scratch git + DVC repository, pushed to the default remote (a directory
+Snakemake itself as the judge of what is up to date. Slow part: the session's real mini run
+(one config, pipeline_fixtures.snakemake_run) copied into a scratch git + DVC repository, pushed to the default remote (a directory
 beside the clone) and pulled into fresh clones from that directory, over HTTP from a
 server on 127.0.0.1, and from a remote that lacks one object.
 """
@@ -21,7 +21,8 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from conftest import BIN, make_scratch_project, run
+from conftest import BIN, run
+from pipeline_fixtures import copy_project
 
 GIT_ID = ["-c", "user.name=irrepro-test", "-c", "user.email=test@example.org"]
 
@@ -169,11 +170,10 @@ def assert_restored(clone: Path, published: Path, outs: dict[str, dict]):
 
 
 @pytest.fixture(scope="module")
-def published(root, shared_data, tmp_path_factory):
+def published(snakemake_run, tmp_path_factory):
     """A finished mini run (one config), committed to git and pushed to the default remote."""
     base = tmp_path_factory.mktemp("publish")
-    project = make_scratch_project(root, base / "project")
-    run(["snakemake", "--cores", "2"], project, env={"IRREPRO_DATA_MIRROR": str(shared_data)})
+    project = copy_project(snakemake_run.project, base / "project")
     run(["git", "add", "-A"], project)
     run(["git", *GIT_ID, "commit", "-q", "-m", "a finished run"], project)
     run(["dvc", "push"], project)
@@ -192,7 +192,7 @@ def clone(published, name: str) -> Path:
 @pytest.mark.slow
 def test_push_then_pull_into_a_fresh_clone_restores_everything(published):
     dest = clone(published, "clone-local")
-    irrepro(["dvc-pull"], dest)
+    irrepro(["tools", "dvc-pull"], dest)
     assert_restored(dest, published.project, published.outs)
     assert "up to date" in run(["dvc", "status"], dest)
     assert "Running stage" not in run(["dvc", "repro"], dest)
@@ -217,7 +217,7 @@ def test_pull_over_http_from_a_local_server(published):
         dest = clone(published, "clone-http")
         run(["dvc", "remote", "add", "--local", "web", f"http://127.0.0.1:{server.server_address[1]}"], dest)
         LoggingHandler.requests.clear()
-        irrepro(["dvc-pull", "-r", "web"], dest)
+        irrepro(["tools", "dvc-pull", "-r", "web"], dest)
     finally:
         server.shutdown()
         server.server_close()
@@ -238,7 +238,7 @@ def test_pull_from_a_remote_missing_an_object_names_the_output(published):
     (broken / "files" / "md5" / out["md5"][:2] / out["md5"][2:]).unlink()
     dest = clone(published, "clone-broken")
     run(["dvc", "remote", "add", "--local", "broken", str(broken)], dest)
-    code, output = irrepro(["dvc-pull", "-r", "broken"], dest, check=False)
+    code, output = irrepro(["tools", "dvc-pull", "-r", "broken"], dest, check=False)
     assert code == 1
     assert f"not restored: {path}" in output and "remote 'broken'" in output and "dvc push" in output, output
     assert out["md5"] in output  # DVC's own message names the missing object

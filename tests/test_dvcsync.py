@@ -154,7 +154,7 @@ def test_failure_is_reported_not_raised(tmp_path, caplog):
     with caplog.at_level(logging.ERROR, logger="irrepro.dvcsync"):
         assert commit("mini", dest) == 1
     assert "could not record the outputs in DVC" in caplog.text
-    assert "irrepro dvc-commit --profile mini" in caplog.text
+    assert "irrepro tools dvc-commit --profile mini" in caplog.text
 
 
 def test_other_profile_records_nothing(tmp_path, caplog):

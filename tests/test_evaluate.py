@@ -141,7 +141,8 @@ def test_evaluate_to_files(tmp_path):
         out_json,
         out_tsv,
     )
-    expected = {"toy": {"dl": {"ndcg@10": 0.6133, "map": 0.2917}}}  # (0.659485+0.567207)/2, 7/24
+    # (0.659485+0.567207)/2, 7/24; both judged queries answered (q9 has no qrels)
+    expected = {"toy": {"dl": {"ndcg@10": 0.6133, "map": 0.2917, "judged_queries": {"found": 2, "expected": 2}}}}
     assert result == expected
     assert json.loads(out_json.read_text()) == expected
     rows = [line.split("\t") for line in out_tsv.read_text().splitlines()]

@@ -26,12 +26,8 @@ WORDS = ("quick brown fox jumps lazy dog flea life cycle year hosts capital fran
          "learning models rank passages queries lorem ipsum dolor amet").split()
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch_threads():
-    """finetune(threads=1) sets torch's thread count for the process; give it back."""
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
+# training on one thread sets torch's thread count for the process: conftest gives it back
+pytestmark = pytest.mark.usefixtures("restore_torch_threads")
 
 
 def synthetic_groups(n_queries=8, n_pos=2, n_neg=6, seed=0):
@@ -239,7 +235,8 @@ def test_training_reduces_lce_and_saves_loadable_checkpoints(tiny_base_dir, grou
     from transformers import AutoModelForSequenceClassification, set_seed
 
     from irrepro.rerank.model import load_reranker
-    from irrepro.rerank.train import finetune, is_complete_adapter, is_complete_checkpoint
+    from irrepro.lora.checkpoints import is_complete_adapter, is_complete_checkpoint
+    from irrepro.rerank.train import finetune
 
     base = tiny_base_dir("llama")
     records = D.read_groups(groups_file)
@@ -273,7 +270,7 @@ def test_training_reduces_lce_and_saves_loadable_checkpoints(tiny_base_dir, grou
     assert lce_on_all(last, tok, records) == pytest.approx(after, abs=1e-6)
     # done means done: a second call returns the saved summary without training; other settings are refused.
     # The file holds results only (same inputs, same bytes); this call's timings were returned beside them.
-    from irrepro.rerank.train import CIRCUMSTANCES
+    from irrepro.lora.run import CIRCUMSTANCES
 
     saved = json.loads((out / "train_summary.json").read_text())
     assert not set(CIRCUMSTANCES) & set(saved) and summary["sec_per_step"] > 0
@@ -310,7 +307,8 @@ KW = dict(rank=4, targets="all", lr=5e-3, max_steps=12, queries_per_device=1, gr
 
 
 def test_kill9_resume_matches_uninterrupted_run(tiny_base_dir, groups_file, tmp_path):
-    from irrepro.rerank.train import finetune, is_complete_adapter, is_complete_checkpoint
+    from irrepro.lora.checkpoints import is_complete_adapter, is_complete_checkpoint
+    from irrepro.rerank.train import finetune
 
     base = tiny_base_dir("llama")
     script = tmp_path / "run.py"

@@ -35,7 +35,7 @@ def test_launchers_pass_our_options_through(monkeypatch):
     from torch.distributed.run import get_args_parser
 
     monkeypatch.delenv("LOCAL_RANK", raising=False)
-    argv = ["finetune", "--task", "tod", "--profile", "mini", "--log", "logs/x.log"]
+    argv = ["finetune-tod", "--profile", "mini", "--log", "logs/x.log"]
     for launcher, parser in (("torchrun", get_args_parser()), ("accelerate", launch_command_parser())):
         args = parser.parse_args(launch_command(argv, launcher, 2, python="py")[3:])
         assert (args.training_script, args.training_script_args) == ("irrepro", argv), launcher

@@ -20,6 +20,8 @@ import pytest
 
 from irrepro.cli import main
 
+from conftest import send_json
+
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "sk-H15-echoed-key-0123456789"
 USER, PASSWORD = "gateway-user", "h15-basic-pass-987"
@@ -210,12 +212,7 @@ class _Echo(BaseHTTPRequestHandler):
             body = {"choices": [{"message": {"content": f"hello, your header was {auth} ({raw})"},
                                  "finish_reason": "stop"}], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
             code = 200
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, code, body)
 
     def log_message(self, *args):
         pass
@@ -239,7 +236,7 @@ def echo_server():
 
 def _llm_check(tmp_path, extra=()) -> tuple[int, str]:
     log = tmp_path / "llm.log"
-    code = main(["syntod-llm-check", "--params", str(ROOT / "params.yaml"), "--kind", "openai", "--model", "m",
+    code = main(["tools", "syntod-llm-check", "--params", str(ROOT / "params.yaml"), "--kind", "openai", "--model", "m",
                  "--base-url-env", "H15_URL", "--api-key-env", "H15_KEY", "--timeout", "5", "--max-retries", "0",
                  "--log", str(log), *extra])
     return code, log.read_text()

@@ -1,9 +1,10 @@
 """End to end: the mini pipeline under both runners, and the state they share.
 
 Runs the real workflow (download from the ../shared/data mirror, pyserini, tiny bases,
-LoRA fine-tuning, reranking, ranx) in a scratch copy of the project whose grid is cut to
-one config and whose tiny bases get a shorter warm-up, so a whole run takes 2-3 minutes
-on 2 cores. `make run` covers the full mini grid.
+LoRA fine-tuning, reranking, ranx) in scratch copies of the project whose grid is cut to
+one config with few steps (pipeline_fixtures.smallest_grid): the session's Snakemake run and
+its `dvc repro` run, each a few minutes on 2 cores and shared with test_dvc_remote,
+test_verify and test_rerun_identical. `make run` covers the full mini grid.
 """
 
 import re
@@ -16,6 +17,7 @@ pytestmark = pytest.mark.slow
 
 
 from conftest import make_scratch_project, run
+from pipeline_fixtures import CANARY, copy_project
 
 FIGURES = ("checkpoint_curves", "rank_comparison", "module_comparison", "ablation_heatmap", "reproduction_report",
            "syntod_comparison")
@@ -58,9 +60,6 @@ def edit_params(project, change):
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-CANARY = "sk-canary-8d1f0c2e-never-write-me"
-
-
 def assert_no_canary(project):
     """No file of the run (outputs, logs, dvc.lock, executed notebooks, caches) holds the key."""
     needle = CANARY.encode()
@@ -69,9 +68,10 @@ def assert_no_canary(project):
             assert needle not in path.read_bytes(), f"the API key leaked into {path}"
 
 
-def test_snakemake_run_then_partial_reruns_in_both_runners(project):
-    # a key in the environment (the paper backends read it from there) must never be written anywhere
-    run(["snakemake", "--cores", "2"], project, env={"OPENAI_API_KEY": CANARY, "HF_TOKEN": CANARY})
+def test_snakemake_run_then_partial_reruns_in_both_runners(snakemake_run, shared_data, tmp_path, monkeypatch):
+    # the session's run had a key in the environment (the paper backends read it from there):
+    # it must never be written anywhere
+    project = snakemake_run.project
     assert_no_canary(project)
     assert_reference_rows_ok(project)
     for log in ("download", "corpus", "index", "bm25", "evaluate", "train_groups", "base/llama",
@@ -85,6 +85,9 @@ def test_snakemake_run_then_partial_reruns_in_both_runners(project):
         assert (project / "results" / "mini" / "figures" / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
         assert (project / "results" / "mini" / "notebooks" / f"{name}.ipynb").stat().st_size > 0
     assert "rerank-llama-r2-mha" in (project / "results" / "mini" / "report.md").read_text()
+    # everything below runs tools in the project: a private copy of the session's run
+    monkeypatch.setenv("IRREPRO_DATA_MIRROR", str(shared_data))
+    project = copy_project(project, tmp_path / "project")
     assert "Nothing to be done" in run(["snakemake", "-n"], project)
     assert "up to date" in run(["dvc", "status"], project)
     assert "Running stage" not in run(["dvc", "repro"], project)
@@ -143,10 +146,11 @@ def test_snakemake_run_then_partial_reruns_in_both_runners(project):
     assert "Running stage 'index'" not in out and "Running stage 'download'" not in out
 
 
-def test_dvc_repro_then_snakemake_has_nothing_to_do(project):
-    out = run(["dvc", "repro"], project)
+def test_dvc_repro_then_snakemake_has_nothing_to_do(dvc_run, tmp_path):
+    out = dvc_run.output  # the session's `dvc repro` of an empty project
     assert "Running stage 'report'" in out
-    assert_reference_rows_ok(project)
+    assert_reference_rows_ok(dvc_run.project)
+    project = copy_project(dvc_run.project, tmp_path / "project")
     assert "Running stage" not in run(["dvc", "repro"], project)
     assert "up to date" in run(["dvc", "status"], project)
     assert "Nothing to be done" in run(["snakemake", "-n"], project)
@@ -170,7 +174,7 @@ def test_paper_dry_run_lists_paper_jobs_offline(project, root):
     assert "irrepro syntod-generate --profile paper" in run(["snakemake", "-n", "-p", "--config", "profile=paper"], project)
     assert "data/paper/raw" in out and "results/paper/report.md" in out
     finetune_block = out[out.index("rule finetune:"):][:1500]
-    runtime = yaml.safe_load((root / "workflow/runtimes.yaml").read_text())["finetune"]["paper"]
+    runtime = yaml.safe_load((root / "workflow/resources.yaml").read_text())["finetune"]["runtime"]["paper"]
     assert "gpu=1" in finetune_block and "mem_mb=80000" in finetune_block and f"runtime={runtime}" in finetune_block, (
         finetune_block
     )

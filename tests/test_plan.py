@@ -21,6 +21,8 @@ from irrepro import plan
 from irrepro.cli import main
 from irrepro.params import load_params
 
+from conftest import send_json
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -113,8 +115,8 @@ def test_runtime_table_is_complete_and_rules_read_it():
     used = set()
     for f in (ROOT / "workflow" / "rules").glob("*.smk"):
         text = f.read_text()
-        assert not re.search(r"runtime=\s*\d", text), f"{f.name}: a rule declares its runtime inline"
-        used |= set(re.findall(r'runtime=runtime\("(\w+)"\)', text))
+        assert not re.search(r"(runtime|mem_mb|gpu)=\s*\d|ROUTE ==", text), f"{f.name}: a rule sizes itself inline"
+        used |= set(re.findall(r'resources_of\("(\w+)"', text))
     assert {"finetune", "rerank_eval", "ablate", "finetune_tod", "evaluate_tod"} <= used <= set(table)
 
 
@@ -202,12 +204,7 @@ class _UsageHandler(BaseHTTPRequestHandler):
         n = len(body["messages"][-1]["content"])
         reply = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
                  "usage": {"prompt_tokens": n, "completion_tokens": 1, "total_tokens": n + 1}}
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, 200, reply)
 
     def log_message(self, *args):
         pass

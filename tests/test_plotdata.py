@@ -19,7 +19,7 @@ def _csv(path):
 
 @pytest.fixture
 def inputs(tmp_path):
-    """Small but real-shaped outputs of collect, finetune, ablate-collect and syntod-evaluate."""
+    """Small but real-shaped outputs of collect, finetune, ablate-collect and evaluate-tod."""
     ck = tmp_path / "rerank_checkpoints.tsv"
     lines = ["config\tstep\tdataset\tmetric\tvalue"]
     for cfg, base in (("llama-r8-mha", 0.1), ("pythia-r1-mlp", 0.2)):
@@ -107,7 +107,7 @@ def test_missing_and_bad_inputs_are_named(inputs, tmp_path, root):
         plotdata.train_loss(inputs["lora_dirs"], tmp_path / "x.csv")
     bad = tmp_path / "syntod" / "ecommerce-naive.predictions.jsonl"
     bad.write_text('{"kind": "intent"}\nnot json\n')
-    with pytest.raises(ValueError, match=r"ecommerce-naive.predictions.jsonl:2: not JSON"):
+    with pytest.raises(ValueError, match=r"ecommerce-naive.predictions.jsonl:2: not valid JSON"):
         plotdata.syntod_confusion([bad], tmp_path / "conf")
     assert not (tmp_path / "conf").exists()
 
@@ -149,7 +149,7 @@ def test_tensorboard_reporting_is_checked_before_training(tmp_path, monkeypatch)
     import importlib.util
     import os
 
-    from irrepro.rerank.train import _report_to
+    from irrepro.lora.trainer import report_to_arg as _report_to
 
     assert _report_to("none", None) == "none"
     with pytest.raises(ValueError, match="finetune.report_to: 'wandb'"):

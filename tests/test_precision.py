@@ -12,25 +12,23 @@ pytest.importorskip("peft")
 pytest.importorskip("transformers")
 
 from irrepro.rerank import data as D  # noqa: E402
-from irrepro.rerank.precision import NonFiniteError, base_dtype, fp32_head  # noqa: E402
+from irrepro.lora.precision import NonFiniteError, base_dtype  # noqa: E402
+from irrepro.rerank.precision import fp32_head  # noqa: E402
 
 HEAD_COPY = "base_model.model.score.modules_to_save.default.weight"
 WORDS = ("quick brown fox jumps lazy dog flea life cycle year hosts capital france paris machine "
          "learning models rank passages queries lorem ipsum dolor amet").split()
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
+# training on one thread sets torch's thread count for the process: conftest gives it back
+pytestmark = pytest.mark.usefixtures("restore_torch_threads")
 
 
 @pytest.fixture(scope="module")
 def half_base(tmp_path_factory):
     """Factory ``(family, dtype name) -> directory`` of a tiny base saved in that dtype."""
-    from conftest import TINY_TEXTS
-    from irrepro.tiny import init_model, train_tokenizer
+    from conftest import TINY_TEXTS, save_tiny_base
+    from irrepro.tiny import train_tokenizer
 
     tok = train_tokenizer(TINY_TEXTS, vocab_size=300)
     cache = {}
@@ -38,10 +36,7 @@ def half_base(tmp_path_factory):
     def make(family, dtype):
         if (family, dtype) not in cache:
             out = tmp_path_factory.mktemp(f"tiny-{family}-{dtype}")
-            model = init_model(family, tok, seed=0, hidden=32, layers=2, heads=4, intermediate=64)
-            model.to(getattr(torch, dtype)).save_pretrained(out)
-            tok.save_pretrained(out)
-            cache[family, dtype] = out
+            cache[family, dtype] = save_tiny_base(out, family, tok, dtype=getattr(torch, dtype))
         return cache[family, dtype]
 
     return make
@@ -189,7 +184,7 @@ def test_corrupted_weight_stops_the_run_at_the_loss(tiny_base_dir, groups_file, 
 
 
 def test_trainer_never_filters_nan_losses_from_the_log(tmp_path):
-    from irrepro.rerank.train import _training_arguments
+    from irrepro.lora.trainer import training_arguments as _training_arguments
 
     args = _training_arguments(output_dir=str(tmp_path), warmup_ratio=0.0, report_to="none", use_cpu=True)
     assert args.logging_nan_inf_filter is False
@@ -200,7 +195,8 @@ def test_trainer_never_filters_nan_losses_from_the_log(tmp_path):
 
 def test_two_logit_loss_is_ce_over_all_2g_logits_to_index_0(tiny_base_dir, groups_file, tmp_path):
     from irrepro.rerank.model import load_reranker
-    from irrepro.rerank.train import LCETrainer, _training_arguments
+    from irrepro.lora.trainer import training_arguments as _training_arguments
+    from irrepro.rerank.train import LCETrainer
 
     torch.manual_seed(0)
     model, tok = load_reranker(tiny_base_dir("mistral"), 2, "mha", head_labels=2)

@@ -15,6 +15,8 @@ import pytest
 from irrepro import cards, push
 from irrepro.params import load_params
 
+from conftest import send_json
+
 COMMIT = "c0ffee" + "0" * 34
 BASE_REV = "a" * 40
 
@@ -30,12 +32,7 @@ class FakeHub(BaseHTTPRequestHandler):
         pass
 
     def _reply(self, code, doc):
-        body = json.dumps(doc).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_json(self, code, doc)
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))

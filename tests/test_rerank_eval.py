@@ -24,10 +24,11 @@ from irrepro.rerank.score import (  # noqa: E402
     resolve_dtype,
     score_pairs,
 )
-from irrepro.rerank.targets import target_modules  # noqa: E402
 from irrepro.trec import read_run, write_run  # noqa: E402
 
 from huggingface_hub.errors import LocalEntryNotFoundError  # noqa: E402
+
+from conftest import make_lora_adapter, plain_peft  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
 
@@ -49,48 +50,11 @@ PAIRS = [
 
 
 # ----------------------------------------------------------------------------- helpers
-def _quiet_transformers():
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-
-
-def make_adapter(base_dir: Path, out: Path, seed: int, family: str, targets: str = "all", head: bool = True) -> Path:
-    """A non-trivial LoRA adapter made directly with peft (perturbed B matrices and head)."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForSequenceClassification
-
-    _quiet_transformers()
-    torch.manual_seed(seed)
-    model = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=1)
-    cfg = LoraConfig(
-        task_type="SEQ_CLS" if head else None,
-        r=2,
-        lora_alpha=4,
-        target_modules=target_modules(family, targets),
-        modules_to_save=["score"] if head else None,
-    )
-    pm = get_peft_model(model, cfg)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in pm.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-            elif "modules_to_save" in name:
-                p.copy_(torch.randn(p.shape, generator=g))
-    pm.save_pretrained(out)
-    return out
-
-
 def plain_load(base_dir: Path, adapter_dir: Path):
     """The reference: plain transformers + plain peft, nothing of ours."""
-    from peft import PeftModel
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    _quiet_transformers()
-    model = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=1)
-    model = PeftModel.from_pretrained(model, adapter_dir).eval()
-    return model, AutoTokenizer.from_pretrained(base_dir)
+    return plain_peft(base_dir, adapter_dir), AutoTokenizer.from_pretrained(base_dir)
 
 
 def reference_scores(model, tokenizer, pairs, qmax=32, pmax=164) -> np.ndarray:
@@ -142,7 +106,7 @@ def test_encode_pairs_is_encode_pair(tiny_base_dir, family):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_score_pairs_equals_unbatched_reference(tiny_base_dir, tmp_path, family):
     base = tiny_base_dir(family)
-    model, tok = plain_load(base, make_adapter(base, tmp_path / "a", seed=3, family=family))
+    model, tok = plain_load(base, make_lora_adapter(base, tmp_path / "a", seed=3, family=family))
     ref = reference_scores(model, tok, PAIRS)
     assert np.ptp(ref) > 1e-3, "degenerate reference: an order bug would go unnoticed"
     lengths = [len(e) for e in encode_pairs(tok, PAIRS)]
@@ -165,7 +129,7 @@ def test_score_pairs_equals_unbatched_reference(tiny_base_dir, tmp_path, family)
 
 def test_score_pairs_restores_training_mode_and_dtypes(tiny_base_dir, tmp_path):
     base = tiny_base_dir("llama")
-    model, tok = plain_load(base, make_adapter(base, tmp_path / "a", seed=4, family="llama"))
+    model, tok = plain_load(base, make_lora_adapter(base, tmp_path / "a", seed=4, family="llama"))
     ref = score_pairs(model, tok, PAIRS)
     model.train()
     np.testing.assert_allclose(score_pairs(model, tok, PAIRS), ref, rtol=1e-5, atol=1e-6)  # dropout off inside
@@ -184,7 +148,7 @@ def test_score_pairs_restores_training_mode_and_dtypes(tiny_base_dir, tmp_path):
 
 def test_rerank_takes_top_depth_in_first_stage_order(tiny_base_dir, tmp_path):
     base = tiny_base_dir("llama")
-    model, tok = plain_load(base, make_adapter(base, tmp_path / "a", seed=5, family="llama"))
+    model, tok = plain_load(base, make_lora_adapter(base, tmp_path / "a", seed=5, family="llama"))
     datasets, passages, topics, first = toy_dataset(tmp_path)
     keys, pairs = candidates(first, topics, passages, depth=3)
     assert [k for k in keys if k[0] == "q1"] == [("q1", "d1"), ("q1", "d2"), ("q1", "d3")]
@@ -216,8 +180,8 @@ def test_candidates_on_dl19(shared_data):
 def test_evaluate_checkpoints_switches_adapters_and_heads(tiny_base_dir, tmp_path, family):
     """Each checkpoint's run holds *its own* scores (LoRA and head), as plain peft computes them."""
     base = tiny_base_dir(family)
-    a1 = make_adapter(base, tmp_path / "ckpt-50", seed=11, family=family, targets="all")
-    a2 = make_adapter(base, tmp_path / "ckpt-100", seed=12, family=family, targets="mlp")  # other targets too
+    a1 = make_lora_adapter(base, tmp_path / "ckpt-50", seed=11, family=family, targets="all")
+    a2 = make_lora_adapter(base, tmp_path / "ckpt-100", seed=12, family=family, targets="mlp")  # other targets too
     datasets, passages, topics, first = toy_dataset(tmp_path)
     runs_dir, tsv = tmp_path / "runs", tmp_path / "metrics.tsv"
     rows = E.evaluate_checkpoints(
@@ -246,8 +210,8 @@ def test_evaluate_checkpoints_switches_adapters_and_heads(tiny_base_dir, tmp_pat
 def test_evaluate_checkpoints_per_dataset_steps(tiny_base_dir, tmp_path):
     """A dataset with ``steps`` is reranked with those checkpoints only (the final-only schedule)."""
     base = tiny_base_dir("llama")
-    a1 = make_adapter(base, tmp_path / "ckpt-50", seed=13, family="llama")
-    a2 = make_adapter(base, tmp_path / "ckpt-100", seed=14, family="llama")
+    a1 = make_lora_adapter(base, tmp_path / "ckpt-50", seed=13, family="llama")
+    a2 = make_lora_adapter(base, tmp_path / "ckpt-100", seed=14, family="llama")
     datasets, passages, topics, first = toy_dataset(tmp_path)
     datasets = {"curve": datasets["toy"], "final": {**datasets["toy"], "steps": [100]},
                 "none": {**datasets["toy"], "steps": []}}
@@ -267,8 +231,8 @@ def test_evaluate_checkpoints_per_dataset_steps(tiny_base_dir, tmp_path):
 
 def test_head_check_catches_a_head_that_did_not_switch(tiny_base_dir, tmp_path):
     base = tiny_base_dir("llama")
-    a1 = make_adapter(base, tmp_path / "a1", seed=21, family="llama")
-    a2 = make_adapter(base, tmp_path / "a2", seed=22, family="llama")
+    a1 = make_lora_adapter(base, tmp_path / "a1", seed=21, family="llama")
+    a2 = make_lora_adapter(base, tmp_path / "a2", seed=22, family="llama")
     model, _ = E.load_base(base)
     sw = E.AdapterSwitcher(model)
     pm = sw.attach(a1)
@@ -281,14 +245,14 @@ def test_head_check_catches_a_head_that_did_not_switch(tiny_base_dir, tmp_path):
     with pytest.raises(E.HeadNotSwitched, match="score"):
         E.check_active_adapter(pm, sw.active, a2)
     # an adapter without a trained head is refused (peft would silently use the random base head)
-    headless = make_adapter(base, tmp_path / "headless", seed=23, family="llama", head=False)
+    headless = make_lora_adapter(base, tmp_path / "headless", seed=23, family="llama", head=False)
     with pytest.raises(E.HeadNotSwitched, match="no trained 'score' head"):
         E.AdapterSwitcher(E.load_base(base)[0]).attach(headless)
 
 
 def test_evaluate_checkpoints_resume_and_validation(tiny_base_dir, tmp_path, monkeypatch):
     base = tiny_base_dir("llama")
-    a1 = make_adapter(base, tmp_path / "a1", seed=31, family="llama")
+    a1 = make_lora_adapter(base, tmp_path / "a1", seed=31, family="llama")
     datasets, passages, _, _ = toy_dataset(tmp_path)
     kw = dict(datasets=datasets, passages=passages, depth=4, metrics=["ndcg@10"], runs_dir=tmp_path / "runs",
               out_tsv=tmp_path / "m.tsv", batch_size=8)
@@ -303,7 +267,7 @@ def test_evaluate_checkpoints_resume_and_validation(tiny_base_dir, tmp_path, mon
     assert E.evaluate_checkpoints(base, [("c", 50, a1)], **kw) == rows
     assert run_file.read_bytes() == before
     # a different adapter under the same step is recomputed, not reused
-    a2 = make_adapter(base, tmp_path / "a2", seed=32, family="llama")
+    a2 = make_lora_adapter(base, tmp_path / "a2", seed=32, family="llama")
     with pytest.raises(AssertionError, match="reused"):
         E.evaluate_checkpoints(base, [("c", 50, a2)], **kw)
     monkeypatch.undo()
@@ -315,7 +279,7 @@ def test_evaluate_checkpoints_resume_and_validation(tiny_base_dir, tmp_path, mon
 
 def test_compare_to_bm25(tiny_base_dir, tmp_path):
     base = tiny_base_dir("llama")
-    a1 = make_adapter(base, tmp_path / "a1", seed=41, family="llama")
+    a1 = make_lora_adapter(base, tmp_path / "a1", seed=41, family="llama")
     datasets, passages, _, _ = toy_dataset(tmp_path)
     E.evaluate_checkpoints(base, [("c", 50, a1)], datasets, passages, depth=5, metrics=["ndcg@10"],
                            runs_dir=tmp_path / "runs", out_tsv=tmp_path / "m.tsv")
@@ -352,8 +316,8 @@ def hub_cache(tmp_path, tiny_base_dir, monkeypatch, no_network):
     import huggingface_hub.constants as C
 
     base = tiny_base_dir("llama")
-    root_ad = make_adapter(base, tmp_path / "local-root", seed=51, family="llama")
-    sub_ad = make_adapter(base, tmp_path / "local-sub", seed=52, family="llama")
+    root_ad = make_lora_adapter(base, tmp_path / "local-root", seed=51, family="llama")
+    sub_ad = make_lora_adapter(base, tmp_path / "local-sub", seed=52, family="llama")
     commit = hashlib.sha1(b"irrepro test commit").hexdigest()
     files = {p.name: p for p in root_ad.iterdir() if p.is_file()}
     files.update({f"checkpoint-50/{p.name}": p for p in sub_ad.iterdir() if p.is_file()})

@@ -4,7 +4,7 @@ timings, hosts, dates and per-process set orders out of the outputs."""
 import json
 
 from irrepro import sidecar
-from irrepro.rerank.train import canonical_adapter_config
+from irrepro.lora.checkpoints import canonical_adapter_config
 
 
 def test_sidecar_sits_beside_the_log_and_collects_sections(tmp_path):

@@ -165,7 +165,8 @@ def test_schedule_scores_pruned_checkpoints_and_the_final_one_only_on_final_sets
     import json
 
     from irrepro.evaluate import evaluate_run
-    from irrepro.rerank.train import finetune, is_complete_adapter, is_complete_checkpoint
+    from irrepro.lora.checkpoints import is_complete_adapter, is_complete_checkpoint
+    from irrepro.rerank.train import finetune
     from irrepro.study1.collect import collect
     from irrepro.study1.reranking import rerank_config, schedule
     from irrepro.trec import read_qrels, read_run
@@ -206,7 +207,9 @@ def test_schedule_scores_pruned_checkpoints_and_the_final_one_only_on_final_sets
     assert set(final) == {"dl19", "dl20"}
     qrels = read_qrels(Path(raw) / "trec-dl/qrels.dl20-passage.txt")
     want, _ = evaluate_run(qrels, read_run(out / "dl20" / "step-4.trec"), P["evaluate"]["metrics"], 2)
-    assert final["dl20"] == {m: round(v, 4) for m, v in want.items()}
+    judged = sum(1 for docs in qrels.values() if docs)
+    assert final["dl20"] == {m: round(v, 4) for m, v in want.items()} | {"judged_queries": {"found": judged,
+                                                                                           "expected": judged}}
     assert "## dl19" in md.read_text() and "## dl20" in md.read_text()
     assert "llama-r2-all dl20" in plot.read_text()
     md_curves = curves_markdown(str(tsv))

@@ -13,36 +13,21 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from irrepro.cli import build_parser  # noqa: E402
+from irrepro.cli import make_parser  # noqa: E402
 from irrepro.syntod import evaluation as E  # noqa: E402
 from irrepro.syntod import tod  # noqa: E402
 from irrepro.syntod.format import parse, read_jsonl, write_jsonl  # noqa: E402
 from irrepro.syntod.judge import HeuristicJudge, load_human_labels  # noqa: E402
 from irrepro.syntod.metrics import relevance_agreement  # noqa: E402
 
-HEADER = ("Conversation between human and AI that helps with recipes, allowed user intents are; "
-          "search_recipe, next_step, set_timer, chitchat:")
-DISHES = ["pasta", "curry", "pancakes", "soup", "salad", "tacos"]
-UTTER = {"search_recipe": "i want to cook {dish}", "next_step": "what comes next",
-         "set_timer": "please set a timer", "chitchat": "how are you today"}
-REPLY = {"search_recipe": "here are some {dish} recipes", "next_step": "now stir the pot",
-         "set_timer": "the timer is running", "chitchat": "i am fine, thanks"}
+from conftest import cooking_conversation, save_tiny_base  # noqa: E402
+
 PUBLISHED_FILES = {"published_gemini": "recipe_test_gemini_v3.jsonl", "published_llama": "recipe_test_llama_v3.jsonl"}
 N_PUBLISHED = 3  # lines of each published file used
 
 
-def synthetic_text(rng: random.Random) -> str:
-    turns = [f"{HEADER} ### ASSISTANT: Hello! What shall we cook?"]
-    for intent in rng.sample(list(UTTER), len(UTTER)):
-        dish = rng.choice(DISHES)
-        ann = {"intent": intent, "query": dish} if intent == "search_recipe" else {"intent": intent}
-        turns.append(f"### HUMAN: {UTTER[intent].format(dish=dish)} ## {json.dumps(ann)}")
-        turns.append(f"### ASSISTANT: {REPLY[intent].format(dish=dish)}")
-    return " ".join(turns)
-
-
 _rng = random.Random(0)
-SYNTHETIC = [synthetic_text(_rng) for _ in range(8)]
+SYNTHETIC = [cooking_conversation(_rng) for _ in range(8)]
 
 
 def synthetic_convs():
@@ -157,16 +142,13 @@ def model_dirs(tmp_path_factory, shared_data):
     """(base, finetune output): a random tiny llama with a tokenizer trained on synthetic and
     published conversations, and a LoRA adapter trained for 60 steps on the synthetic ones
     (one thread: by far the fastest on shared cores)."""
-    from irrepro.tiny import init_model, train_tokenizer
+    from irrepro.tiny import train_tokenizer
 
     root = tmp_path_factory.mktemp("tod-eval")
     published = [json.loads(line)["text"] for name in PUBLISHED_FILES.values()
                  for line in (shared_data / "syntod" / name).read_text().splitlines()[:N_PUBLISHED]]
     tok = train_tokenizer(SYNTHETIC + published, vocab_size=500)
-    base = root / "base"
-    init_model("llama", tok, seed=0, hidden=64, layers=2, heads=4, intermediate=128,
-               max_positions=512).save_pretrained(base)
-    tok.save_pretrained(base)
+    base = save_tiny_base(root / "base", "llama", tok, hidden=64, intermediate=128, max_positions=512)
     train = root / "train.jsonl"
     train.write_text("".join(json.dumps({"text": t}) + "\n" for t in SYNTHETIC))
     tod.finetune_tod(base, train, root / "run", rank=8, targets="all", dropout=0.0, lr=1e-2, max_steps=60,
@@ -342,9 +324,9 @@ def test_collect_writes_tsv_metrics_and_markdown(tmp_path):
         paths.append(tmp_path / f"{d['domain']}-{d['method']}.json")
         paths[-1].write_text(json.dumps(d))
     tsv, mj, md = tmp_path / "syntod.tsv", tmp_path / "metrics" / "syntod.json", tmp_path / "syntod.md"
-    ns = build_parser().parse_args(["syntod-collect", "--results", *map(str, paths), "--out-tsv", str(tsv),
+    ns = make_parser().parse_args(["syntod-collect", "--results", *map(str, paths), "--out-tsv", str(tsv),
                                     "--out-json", str(mj), "--out-md", str(md)])
-    assert ns.func(ns, {"profile": "mini"}) == 0
+    assert ns.spec(ns, {"profile": "mini"}) == 0
     with open(tsv, newline="") as fh:
         table = list(csv.DictReader(fh, delimiter="\t"))
     assert list(table[0]) == list(E.TSV_COLUMNS)
@@ -392,12 +374,12 @@ def test_collect_rejects_duplicates_and_bad_files(tmp_path):
 
 
 def test_evaluate_cli_arguments():
-    ns = build_parser().parse_args(
-        ["syntod-evaluate", "--profile", "mini", "--domain", "cooking", "--method", "naive", "--base", "b",
+    ns = make_parser().parse_args(
+        ["evaluate-tod", "--profile", "mini", "--domain", "cooking", "--method", "naive", "--base", "b",
          "--adapter", "a", "--raw", "r", "--heldout", "h.jsonl", "--out", "o.json", "--predictions", "p.jsonl",
          "--log", "l.log"])
     assert (ns.domain, ns.method, ns.base, ns.adapter, ns.raw, ns.heldout, ns.out, ns.predictions) == \
         ("cooking", "naive", "b", "a", "r", "h.jsonl", "o.json", "p.jsonl")
-    assert ns.func.__name__ == "cmd_syntod_evaluate"
+    assert ns.command == "evaluate-tod" and ns.spec.outputs(ns) == ["o.json", "p.jsonl"]
     with pytest.raises(SystemExit):
-        build_parser().parse_args(["syntod-evaluate", "--domain", "travel"])
+        make_parser().parse_args(["evaluate-tod", "--domain", "travel"])

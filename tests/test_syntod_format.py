@@ -280,7 +280,7 @@ def test_check_file_and_cli_flag_turns_that_do_not_round_trip(tmp_path, root):
     report = check_file(path)
     assert report["conversations"] == 2 and report["round_trip_mismatches"] == 1
     out = tmp_path / "check.json"
-    argv = ["syntod-check", "--params", str(root / "params.yaml"), "--inputs", str(path), "--out", str(out)]
+    argv = ["tools", "syntod-check", "--params", str(root / "params.yaml"), "--inputs", str(path), "--out", str(out)]
     assert main(argv) == 1
     assert json.loads(out.read_text())["ours.jsonl"]["round_trip_mismatches"] == 1
     write_jsonl([good], path)

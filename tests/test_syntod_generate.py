@@ -35,9 +35,11 @@ from irrepro.syntod.generate import (
     split_train_heldout,
 )
 from irrepro.syntod.graph import load_graph, load_items, read_walks, sample_walks, write_walks
-from irrepro.syntod.judge import HeuristicJudge, judge_relevance, load_human_labels, make_judge
+from irrepro.syntod.judge import HeuristicJudge, judge_relevance, load_human_labels, load_judge_prompts, make_judge
 from irrepro.syntod.llm import OfflineSimulator, make_backend
 from irrepro.syntod.metrics import relevance_agreement
+
+from conftest import send_json
 
 SEEDS = {"cooking": "syntod/recipe_seed_test_set.jsonl", "ecommerce": "syntod/ecommerce_product_catalog_test.jsonl"}
 N_WALKS = 10
@@ -256,11 +258,25 @@ def test_prompts_cover_both_graphs_and_reject_unknown_fields(domains, tmp_path):
     with pytest.raises(PromptError, match=r"missing template\(s\).*ecommerce\.system\.shown_cart"):
         Prompts(data, "prompts.yaml").check_graph(domains["ecommerce"]["graph"])
     data = json.loads(json.dumps(prompts.data))
-    data["judge"] = 'Reply {"score": 1}'
-    with pytest.raises(PromptError, match=r"judge: .*literal braces"):
+    data["naive"] = 'Reply {"intent": 1}'
+    with pytest.raises(PromptError, match=r"naive: .*literal braces"):
         Prompts(data, "prompts.yaml")
-    with pytest.raises(PromptError, match=r"judge: no value for field \{candidate\}"):
-        prompts.render("judge", {"context": "c", "reference": "r"})
+    with pytest.raises(PromptError, match=r"naive: no value for field \{n_turns\}"):
+        prompts.render("naive", {k: "x" for k in prompts.fields["naive"] - {"n_turns"}})
+
+
+def test_generation_prompts_hold_no_judge_prompt(domains):
+    """The conversations' generator fingerprint hashes the whole generation prompts file, so a
+    judge prompt there would regenerate every conversation when edited: it is refused; the
+    judge's prompts live in judge_prompts.yaml only."""
+    prompts = load_prompts()
+    assert not {k for k in prompts.data if "judge" in k}
+    data = json.loads(json.dumps(prompts.data))
+    data["judge"] = "Score {candidate} against {reference}."
+    with pytest.raises(PromptError, match=r"unknown top-level key\(s\) \['judge'\].*judge_prompts\.yaml"):
+        Prompts(data, "prompts.yaml")
+    judge_file = json.dumps(load_judge_prompts(), sort_keys=True)
+    assert "Reference response" in judge_file and "Reference response" not in json.dumps(prompts.data)
 
 
 # --------------------------------------------------------------------------- naive baseline and splits
@@ -406,12 +422,7 @@ class ChatHandler(BaseHTTPRequestHandler):
         else:
             content = json.dumps({"text": "Happy to help with that."})
         reply = {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}]}
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, 200, reply)
 
 
 @pytest.fixture

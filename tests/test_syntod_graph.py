@@ -604,7 +604,7 @@ def test_cli_syntod_walks(shared_data, root, tmp_path):
     from irrepro.cli import main
 
     out, stats = tmp_path / "walks.jsonl", tmp_path / "stats.json"
-    rc = main(["syntod-walks", "--params", str(root / "params.yaml"), "--domain", "cooking",
+    rc = main(["tools", "syntod-walks", "--params", str(root / "params.yaml"), "--domain", "cooking",
                "--seeds", str(shared_data / "syntod" / SEEDS["cooking"]), "--n", "25", "--seed", "4",
                "--out", str(out), "--stats", str(stats)])
     assert rc == 0
@@ -612,6 +612,6 @@ def test_cli_syntod_walks(shared_data, root, tmp_path):
     expected = G.sample_walks(G.load_graph("cooking"), 25, 4, G.load_recipes(shared_data / "syntod" / SEEDS["cooking"]))
     assert [w.to_dict() for w in walks] == [w.to_dict() for w in expected]
     assert json.loads(stats.read_text()) == G.walk_stats(expected)
-    rc = main(["syntod-walks", "--params", str(root / "params.yaml"), "--domain", "cooking",
+    rc = main(["tools", "syntod-walks", "--params", str(root / "params.yaml"), "--domain", "cooking",
                "--seeds", str(shared_data / "syntod" / SEEDS["ecommerce"]), "--n", "2", "--out", str(tmp_path / "x.jsonl")])
     assert rc == 2 and not (tmp_path / "x.jsonl").exists()

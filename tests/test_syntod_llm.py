@@ -19,7 +19,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from irrepro.syntod.cache import CachedBackend, request_key
+from irrepro.syntod.judge import JUDGE_KINDS
 from irrepro.syntod.llm import (
+    BACKEND_KINDS,
+    FORBIDDEN_KEYS,
     USER_TEMPLATES,
     JSONReplyError,
     LLMError,
@@ -27,11 +30,14 @@ from irrepro.syntod.llm import (
     OfflineSimulator,
     OpenAIChatBackend,
     TransformersBackend,
+    all_spec_keys,
     build_prompt,
     chat_json,
     make_backend,
     repair_json,
+    select_spec,
 )
+from irrepro.yamlio import load_yaml
 
 CANARY = "sk-canary-7f3a9c1e5b2d4f6a8c0e"
 MSGS = [{"role": "system", "content": "You write SynTOD turns."}, {"role": "user", "content": "Say hello."}]
@@ -574,12 +580,36 @@ def test_cli_llm_check(env, server, capsys, root):
 
     _, script = server
     script.play(ok('Reply: {"text": "Hi, what shall we cook?",}'))
-    rc = main(["syntod-llm-check", "--params", str(root / "params.yaml"), "--kind", "openai", "--model", "m",
+    rc = main(["tools", "syntod-llm-check", "--params", str(root / "params.yaml"), "--kind", "openai", "--model", "m",
                "--api-key-env", "TEST_LLM_KEY", "--base-url-env", "TEST_LLM_URL", "--max-retries", "0", "--json"])
     out = capsys.readouterr()
     assert rc == 0 and json.loads(out.out)["reply"] == {"text": "Hi, what shall we cook?"}
     assert script.requests[0]["body"]["max_tokens"] == 64 and CANARY not in out.out + out.err
     script.play(status(404, "model 'm' not found"))
-    assert main(["syntod-llm-check", "--params", str(root / "params.yaml"), "--kind", "openai", "--model", "m",
+    assert main(["tools", "syntod-llm-check", "--params", str(root / "params.yaml"), "--kind", "openai", "--model", "m",
                  "--api-key-env", "TEST_LLM_KEY", "--base-url-env", "TEST_LLM_URL"]) == 1
     assert "model 'm' not found" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- spec keys: one home
+
+
+def test_params_schema_lists_the_spec_keys_of_the_code(root):
+    """The schema is YAML and cannot import irrepro.syntod.llm.spec: its key lists must be the code's."""
+    syntod = load_yaml(root / "workflow" / "schemas" / "params.schema.yaml")["properties"]["syntod"]["properties"]
+    llm, judge = syntod["llm"], syntod["judge"]
+    assert set(llm["properties"]) == all_spec_keys()
+    assert set(llm["properties"]["kind"]["enum"]) == set(BACKEND_KINDS)
+    assert set(judge["properties"]["kind"]["enum"]) == set(JUDGE_KINDS)
+    for spec in (llm, judge):
+        assert {key for alt in spec["not"]["anyOf"] for key in alt["required"]} == FORBIDDEN_KEYS
+
+
+def test_a_params_spec_keeps_the_keys_of_its_kind():
+    """params.yaml's syntod.llm carries openai keys in both profiles; the offline kind drops them."""
+    spec = {"kind": "offline", "model": "m", "api_key_env": "K", "timeout_s": 5, "simulator_seed": 3, "seed": None}
+    assert select_spec(spec, "params: syntod.llm") == {"kind": "offline", "model": "m", "simulator_seed": 3}
+    with pytest.raises(ValueError, match=r"params: syntod\.llm: unknown key\(s\) \['temprature'\]"):
+        select_spec({**spec, "temprature": 1.0}, "params: syntod.llm")
+    with pytest.raises(ValueError, match=r"syntod\.llm\.kind must be openai \| transformers \| offline"):
+        select_spec({"kind": "heuristic"}, "params: syntod.llm")

@@ -14,25 +14,10 @@ pytest.importorskip("transformers")
 from irrepro.syntod import tod  # noqa: E402
 from irrepro.syntod.tod import parse_prediction  # noqa: E402
 
-HEADER = ("Conversation between human and AI that helps with recipes, allowed user intents are; "
-          "search_recipe, next_step, set_timer, chitchat:")
-DISHES = ["pasta", "curry", "pancakes", "soup", "salad", "tacos"]
 # the planted pattern: each intent has its own utterance, and the query slot is the dish named
-UTTER = {"search_recipe": "i want to cook {dish}", "next_step": "what comes next",
-         "set_timer": "please set a timer", "chitchat": "how are you today"}
-REPLY = {"search_recipe": "here are some {dish} recipes", "next_step": "now stir the pot",
-         "set_timer": "the timer is running", "chitchat": "i am fine, thanks"}
-
-
-def conversation(rng: random.Random) -> str:
-    """One SynTOD-format conversation: the four intents in random order, random dishes."""
-    turns = [f"{HEADER} ### ASSISTANT: Hello! What shall we cook?"]
-    for intent in rng.sample(list(UTTER), len(UTTER)):
-        dish = rng.choice(DISHES)
-        ann = {"intent": intent, "query": dish} if intent == "search_recipe" else {"intent": intent}
-        turns.append(f"### HUMAN: {UTTER[intent].format(dish=dish)} ## {json.dumps(ann)}")
-        turns.append(f"### ASSISTANT: {REPLY[intent].format(dish=dish)}")
-    return " ".join(turns)
+from conftest import SYNTOD_HEADER as HEADER  # noqa: E402
+from conftest import cooking_conversation as conversation  # noqa: E402
+from conftest import tiny_base_factory  # noqa: E402
 
 
 def user_turns(text: str) -> list[tuple[str, str]]:
@@ -62,12 +47,8 @@ _rng = random.Random(0)
 CONVS = [conversation(_rng) for _ in range(6)]
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch_threads():
-    """finetune_tod(threads=1) sets torch's thread count for the process; give it back."""
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
+# training on one thread sets torch's thread count for the process: conftest gives it back
+pytestmark = pytest.mark.usefixtures("restore_torch_threads")
 
 
 @pytest.fixture(scope="module")
@@ -80,21 +61,8 @@ def train_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory):
     """Factory: a random tiny causal LM of a family, with a BPE tokenizer trained on the conversations."""
-    from irrepro.tiny import init_model, train_tokenizer
-
-    cache = {}
-
-    def make(family):
-        if family not in cache:
-            out = tmp_path_factory.mktemp(f"tod-{family}")
-            tok = train_tokenizer(CONVS, vocab_size=400)
-            init_model(family, tok, seed=0, hidden=64, layers=2, heads=4, intermediate=128,
-                       max_positions=512).save_pretrained(out)
-            tok.save_pretrained(out)
-            cache[family] = out
-        return cache[family]
-
-    return make
+    return tiny_base_factory(tmp_path_factory, CONVS, "tod", vocab_size=400, hidden=64, intermediate=128,
+                             max_positions=512)
 
 
 def lm_loss(model, tokenizer, texts):
@@ -202,7 +170,7 @@ def test_sft_learns_the_planted_intents(base_dir, train_file, tmp_path):
     from transformers import AutoModelForCausalLM
 
     from irrepro.rerank.model import load_tokenizer
-    from irrepro.rerank.train import is_complete_adapter, is_complete_checkpoint
+    from irrepro.lora.checkpoints import is_complete_adapter, is_complete_checkpoint
 
     base = base_dir("llama")
     examples = [e for c in CONVS for e in user_turns(c)]
@@ -222,7 +190,7 @@ def test_sft_learns_the_planted_intents(base_dir, train_file, tmp_path):
     assert [is_complete_checkpoint(out / c) for c in summary["checkpoints"]] == [False, True]
     assert not (out / "checkpoint-50" / "optimizer.pt").exists() and (out / "checkpoint-100" / "optimizer.pt").exists()
     # the file holds results; the timings and resume details (returned too) go to the run sidecar
-    from irrepro.rerank.train import CIRCUMSTANCES
+    from irrepro.lora.run import CIRCUMSTANCES
 
     assert json.loads((out / "train_summary.json").read_text()) == {k: v for k, v in summary.items()
                                                                      if k not in CIRCUMSTANCES}
@@ -265,7 +233,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(base_dir, train_file, tmp_p
     from safetensors.torch import load_file
     from transformers import TrainerCallback
 
-    from irrepro.rerank.train import is_complete_checkpoint
+    from irrepro.lora.checkpoints import is_complete_checkpoint
 
     class Crash(TrainerCallback):
         def on_save(self, args, state, control, **kw):
@@ -301,7 +269,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(base_dir, train_file, tmp_p
     assert got.keys() == want.keys() and any("lora_B" in k for k in got)
     assert all(torch.allclose(got[k], want[k], rtol=0, atol=1e-7) for k in want)
     # done means done (the saved summary: results, no timings); other settings are refused
-    from irrepro.rerank.train import CIRCUMSTANCES
+    from irrepro.lora.run import CIRCUMSTANCES
 
     assert tod.finetune_tod(base, train_file, out, **kw) == {k: v for k, v in summary.items() if k not in CIRCUMSTANCES}
     with pytest.raises(ValueError, match="other settings"):
@@ -337,28 +305,22 @@ PARAMS = {
 }
 
 
-def test_cli_finetune_task_tod(base_dir, train_file, tmp_path):
+def test_cli_finetune_tod(base_dir, train_file, tmp_path):
     from irrepro import cli
-    from irrepro.errors import InputError
 
     out = tmp_path / "models" / "tod"
-    argv = ["finetune", "--task", "tod", "--base", str(base_dir("llama")), "--train", str(train_file),
-            "--out", str(out)]
-    a = cli.build_parser().parse_args(argv)
+    argv = ["finetune-tod", "--base", str(base_dir("llama")), "--train", str(train_file), "--out", str(out)]
+    a = cli.make_parser().parse_args(argv)
     a.argv = argv
-    assert cli.cmd_finetune(a, PARAMS) == 0
+    assert a.spec(a, PARAMS) == 0
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["steps"] == 2 and summary["checkpoints"] == ["checkpoint-1", "checkpoint-2"]
     assert summary["config"]["targets"] == "mha" and summary["config"]["gradient_checkpointing"] is True
     assert (out / "final" / "adapter_model.safetensors").exists()
     assert not out.with_name("tod.partial").exists()
-    # each task names the arguments it needs
-    for argv in (["finetune", "--task", "tod", "--base", "b", "--out", "o"],
-                 ["finetune", "--base", "b", "--train", "t", "--out", "o"]):
-        a = cli.build_parser().parse_args(argv)
-        a.argv = argv
-        with pytest.raises(InputError, match="needs --"):  # main() maps it to exit code 2
-            cli.cmd_finetune(a, PARAMS)
+    # the stage names the arguments it needs (argparse: exit 2)
+    with pytest.raises(SystemExit):
+        cli.make_parser().parse_args(["finetune-tod", "--base", "b", "--out", "o"])
     with pytest.raises(ValueError, match="syntod.finetune lacks max_len"):
         from irrepro.syntod.stages import finetune_tod_stage
 

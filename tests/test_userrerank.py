@@ -167,7 +167,7 @@ def test_bad_inputs_name_file_and_line(toy, tmp_path):
         U.read_corpus(bad_tsv)
     bad_jsonl = tmp_path / "bad.jsonl"
     bad_jsonl.write_text('{"id": "d1", "contents": "x"}\n{"id": "d2", "contents": \n')
-    with pytest.raises(TrecFormatError, match=r"bad\.jsonl:2: expected one JSON object per line"):
+    with pytest.raises(TrecFormatError, match=r"bad\.jsonl:2: not valid JSON .*; expected one JSON object per line"):
         U.read_corpus(bad_jsonl)
     dup = tmp_path / "dup.jsonl"
     dup.write_text('{"id": "d1", "contents": "x"}\n\n{"id": "d1", "contents": "y"}\n')

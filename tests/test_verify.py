@@ -1,8 +1,8 @@
 """`irrepro verify`: recompute stages of a published run and judge each output.
 
 The comparison functions are checked on hand-made numbers; the command end to end on a
-scratch project holding a real BM25 run (download, corpus, index, bm25, evaluate): a
-same-machine recomputation reproduces every output, and a published metric file that was
+copy of the session's finished mini run (pipeline_fixtures.snakemake_run), whose BM25 stages
+(bm25, evaluate) are recomputed: a same-machine recomputation reproduces every output, and a published metric file that was
 altered (and recorded in dvc.lock, as a wrong upload would be) fails, naming the file.
 """
 
@@ -12,7 +12,8 @@ import subprocess
 
 import pytest
 
-from conftest import BIN, make_scratch_project, run
+from conftest import BIN, run
+from pipeline_fixtures import copy_project
 
 from irrepro.verify import compare_numbers, flatten_metrics, output_kind
 
@@ -54,11 +55,10 @@ def test_output_kinds():
 
 
 @pytest.fixture
-def bm25_project(root, shared_data, tmp_path, monkeypatch):
+def bm25_project(snakemake_run, shared_data, tmp_path, monkeypatch):
+    """A private copy of a finished run: its BM25 run and metrics are what verify recomputes."""
     monkeypatch.setenv("IRREPRO_DATA_MIRROR", str(shared_data))
-    project = make_scratch_project(root, tmp_path / "p")
-    run(["dvc", "repro", "evaluate"], project)
-    return project
+    return copy_project(snakemake_run.project, tmp_path / "p")
 
 
 def verify(project, *args) -> tuple[int, str]:

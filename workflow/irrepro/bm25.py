@@ -27,9 +27,9 @@ import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
-from .errors import read_json_file
+from .errors import FailureError, InputError, read_json_file
 
-from irrepro.java import import_pyserini
+from irrepro.java import import_pyserini, java_message
 from irrepro.progress import progress
 from irrepro.utils import atomic_path
 
@@ -47,7 +47,7 @@ def _docid_key(docid: str) -> tuple[int, int, str]:
     return (0, int(docid), docid) if docid.isdigit() else (1, 0, docid)
 
 
-def _write_jsonl(docs: Iterable[tuple], out_path: PathLike) -> int:
+def write_corpus_jsonl(docs: Iterable[tuple], out_path: PathLike) -> int:
     """``(docid, contents)`` or ``(docid, contents, extra fields)`` per line, atomically."""
     n = 0
     with atomic_path(out_path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as out:
@@ -97,7 +97,7 @@ def write_corpus_from_rankllm(json_paths: list[str], out_path: str) -> int:
                         f"docid {docid} has different content in {seen[1]} and {path}"
                     )
         log.info("%s: %d queries, %d hits; %d unique passages so far", path, len(data), n_hits, len(docs))
-    n = _write_jsonl(((d, docs[d][0]) for d in sorted(docs, key=_docid_key)), out_path)
+    n = write_corpus_jsonl(((d, docs[d][0]) for d in sorted(docs, key=_docid_key)), out_path)
     log.info("wrote %d passages to %s", n, out_path)
     return n
 
@@ -218,7 +218,7 @@ def write_corpus_from_msmarco_tsv(tsv_path: str, out_path: str, titles_path: str
     t0 = time.perf_counter()
     stats: dict = {}
     docs = checked() if titles_path is None else with_titles(checked(), str(titles_path), stats)
-    n = _write_jsonl(docs, out_path)
+    n = write_corpus_jsonl(docs, out_path)
     log.info("wrote %d passages from %s to %s in %.1f s", n, tsv_path, out_path, time.perf_counter() - t0)
     if titles_path is not None:
         log.info("titles from %s: %d passages with a title, %d whose text differs from the collection's (kept as "
@@ -314,7 +314,10 @@ def build_index(corpus_jsonl: str, index_dir: str, threads: int) -> None:
         args.quiet = True
         indexer = IndexCollection(args)
         with _indexing_progress(indexer, expected):
-            indexer.run()
+            try:
+                indexer.run()
+            except Exception as exc:  # a Java exception: name the corpus, not the JVM's stack
+                raise FailureError(f"Anserini failed: {java_message(exc)}", file=corpus) from exc
         c = indexer.getCounters()
         counts = {k: int(getattr(c, k).get()) for k in ("indexed", "empty", "unindexable", "skipped", "errors")}
         log.info("indexed %s in %.1f s: %s", corpus, time.perf_counter() - t0, counts)
@@ -363,11 +366,10 @@ def search(
     Returns ``{qid: {docid: score}}``, each inner dict in rank order (score descending, ties
     broken by Anserini by docid); every qid is present, with ``{}`` if nothing matched.
     """
-    lucene = import_pyserini("pyserini.search.lucene")
     qids = [str(q) for q in topics]
     queries = [topics[q] for q in topics]
     t0 = time.perf_counter()
-    searcher = lucene.LuceneSearcher(str(index_dir))
+    searcher = open_searcher(index_dir)
     try:
         searcher.set_bm25(float(k1), float(b))
         hits = {}
@@ -390,6 +392,18 @@ def search(
     return run
 
 
+def open_searcher(index_dir: PathLike) -> Any:
+    """pyserini's ``LuceneSearcher`` on ``index_dir``. A directory Lucene cannot open (no
+    ``segments_N`` file, a truncated or foreign index) is an :class:`InputError` naming it,
+    with the Java exception's first line instead of pyjnius' whole Java stack."""
+    lucene = import_pyserini("pyserini.search.lucene")
+    try:
+        return lucene.LuceneSearcher(str(index_dir))
+    except Exception as exc:
+        raise InputError(f"not a readable Lucene index: {java_message(exc)}", file=index_dir,
+                         hint="rebuild it with the index stage") from exc
+
+
 # ----------------------------------------------------------------------------- documents
 _SEARCHERS: dict[str, tuple[int, Any]] = {}
 _SEARCHERS_LOCK = threading.Lock()
@@ -403,8 +417,7 @@ def _doc_searcher(index_dir: PathLike) -> Any:
         cached = _SEARCHERS.get(key)
         if cached is not None and cached[0] == ino:
             return cached[1]
-        lucene = import_pyserini("pyserini.search.lucene")
-        searcher = lucene.LuceneSearcher(key)
+        searcher = open_searcher(key)
         _SEARCHERS[key] = (ino, searcher)
         return searcher
 

@@ -95,7 +95,8 @@ def model_card(name: str, summary: Mapping, *, task: str = "rerank", metrics: Ma
     if metrics:
         out += ["## Evaluation (final checkpoint)", "", "| dataset | metric | value |", "|---|---|---|"]
         out += [f"| {ds} | {m} | {'-' if v is None else f'{v:.4f}'} |"
-                for ds in sorted(metrics) for m, v in sorted(metrics[ds].items())]
+                for ds in sorted(metrics) for m, v in sorted(metrics[ds].items())
+                if not isinstance(v, Mapping)]  # not the judged-queries flag of the metrics JSON
         out.append("")
     where = repo_id or "path/to/final"
     base_arg = base_id  # a hub id, or the local base directory as the run named it

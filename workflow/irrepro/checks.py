@@ -6,19 +6,26 @@ fails in a second with the culprit named, not after 43 s inside a library that n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import struct
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
-from .errors import InputError
+from .errors import InputError, IrreproError, read_json_file
 
 log = logging.getLogger("irrepro.checks")
 
 BASE_POINTER = "BASE.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+# JSON files of a model directory that transformers parses without naming them on an error
+MODEL_JSON_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                    "special_tokens_map.json", "vocab.json")
+# The key under which a metrics JSON carries a run's judged-query coverage ({"found", "expected"})
+# beside its metrics (see judged_coverage); readers of metric values skip it.
+JUDGED_KEY = "judged_queries"
 
 
 def check_safetensors(path: str | os.PathLike) -> None:
@@ -73,21 +80,40 @@ def check_model_dir(path: str | os.PathLike, what: str = "base model") -> None:
     if not path.is_dir():
         raise InputError(f"{what} directory not found", file=path, hint="run the base stage first")
     if (path / BASE_POINTER).is_file():
+        read_json_file(path / BASE_POINTER)
         return
     if not (path / "config.json").is_file():
         raise InputError(f"not a {what} directory: config.json missing", file=path,
                          hint=f"a {what} holds config.json, weights and a tokenizer, or {BASE_POINTER}")
     if not any((path / f).is_file() for f in TOKENIZER_FILES):
         raise InputError(f"not a {what} directory: no tokenizer files ({', '.join(TOKENIZER_FILES)})", file=path)
+    for name in MODEL_JSON_FILES:  # a truncated tokenizer.json: file and line, not "line 52" of nothing
+        if (path / name).is_file():
+            read_json_file(path / name)
     for st in path.glob("*.safetensors"):
         check_safetensors(st)
 
 
+@contextlib.contextmanager
+def loading(path: str | os.PathLike, what: str) -> Iterator[None]:
+    """Around a library load of ``path`` (a tokenizer, a model): any library error becomes an
+    :class:`InputError` naming ``path`` and ``what`` was loaded (the tokenizers library says
+    "data did not match any variant of untagged enum ModelUntagged at line 1 column 143956"
+    and names no file)."""
+    try:
+        yield
+    except (IrreproError, KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:
+        text = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise InputError(f"cannot load the {what}: {type(exc).__name__}: {text}", file=path) from exc
+
+
 def judged_coverage(run: Mapping[str, Mapping], qrels: Mapping[str, Mapping], run_path: str | os.PathLike,
                     min_fraction: float) -> dict:
-    """How many of the judged queries a run answers: ``{"found", "expected", "fraction"}``.
-    Below ``min_fraction`` (an empty, unjudged or truncated run) is an :class:`InputError`
-    naming the run; a shortfall above it is a warning (the result carries the counts)."""
+    """How many of the judged queries a run answers: ``{"found", "expected"}``, the flag the
+    metrics JSONs carry under :data:`JUDGED_KEY`. Below ``min_fraction`` (an empty, unjudged or
+    truncated run) is an :class:`InputError` naming the run; a shortfall above it is a warning."""
     expected = {q for q, docs in qrels.items() if docs}
     found = sum(1 for q in expected if run.get(q))
     fraction = found / len(expected) if expected else 1.0
@@ -97,7 +123,7 @@ def judged_coverage(run: Mapping[str, Mapping], qrels: Mapping[str, Mapping], ru
                          hint="an empty, unjudged or truncated run; rerun the stage that wrote it")
     if found < len(expected):
         log.warning("%s: answers %d of %d judged queries (missing ones score 0)", run_path, found, len(expected))
-    return {"found": found, "expected": len(expected), "fraction": round(fraction, 4)}
+    return {"found": found, "expected": len(expected)}
 
 
 def check_corpus_jsonl(path: str | os.PathLike) -> int:

@@ -22,17 +22,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-import yaml
 
 from .yamlio import load_yaml
 
 from irrepro.utils import atomic_path, sha256_file
+from irrepro.vocab import ROUTES
 
 log = logging.getLogger("irrepro.download")
 
 SOURCES_YAML = Path(__file__).resolve().parent / "resources" / "sources.yaml"
 MIRROR_ENV = "IRREPRO_DATA_MIRROR"
-PROFILES = ("mini", "paper")
+PROFILES = ROUTES  # sources.yaml names the code routes that need a file
 MANIFEST = "MANIFEST.tsv"
 
 RETRIES = 4  # network attempts per URL

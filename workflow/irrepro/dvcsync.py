@@ -24,7 +24,6 @@ import logging
 import os
 from pathlib import Path
 
-import yaml
 
 from .yamlio import load_yaml_text
 
@@ -139,7 +138,7 @@ def record_stages(root: str | Path = ".") -> tuple[list[str], list[str], dict[st
             per_file.setdefault(stage.dvcfile.path, (stage.dvcfile, []))[1].append(stage)
         for dvcfile, stages in per_file.values():
             # one read + one write of the lock, and none if no entry changed (a rerun of
-            # `irrepro dvc-commit`); the entries compared are those parsed for the index
+            # `irrepro tools dvc-commit`); the entries compared are those parsed for the index
             locked = dvcfile.lockfile_contents.get("stages", {})
             changed = [s for s in stages if _lock_entry(s) != locked.get(s.name)]
             dvcfile.dump_stages(changed, update_pipeline=False)
@@ -177,7 +176,7 @@ def commit(profile: str, root: str | Path = ".") -> int:
         log.error(
             "could not record the outputs in DVC (%s: %s). The workflow's results are complete; "
             "DVC will consider these stages changed. Fix the cause (a damaged dvc.lock can be "
-            "deleted) and run `irrepro dvc-commit --profile %s`.",
+            "deleted) and run `irrepro tools dvc-commit --profile %s`.",
             type(exc).__name__, exc, profile,
         )
         return 1

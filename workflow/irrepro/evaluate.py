@@ -37,7 +37,7 @@ from typing import Mapping, Sequence
 from .significance import apply_correction, correction_phrase
 from .trec import ranked, read_qrels, read_run
 from .utils import atomic_path, log
-from .checks import judged_coverage
+from .checks import JUDGED_KEY, judged_coverage
 
 __all__ = [
     "metric_names",
@@ -202,9 +202,11 @@ def evaluate_to_files(
 
     ``runs`` is ``{run_name: {dataset: run_file}}``, ``qrels`` is ``{dataset: qrels_file}``;
     ``metrics`` and ``rel_levels`` are per dataset (a mapping) or shared by all (a list / an
-    int). Writes ``out_json`` = ``{run_name: {dataset: {metric: value}}}`` with values
-    rounded to 4 decimals (DVC metrics), and ``out_perquery_tsv`` with header
-    ``run dataset metric qid value`` (tab-separated, 6 decimals). Returns the JSON dict.
+    int). Writes ``out_json`` = ``{run_name: {dataset: {metric: value, "judged_queries":
+    {"found": n, "expected": m}}}}`` with values rounded to 4 decimals (DVC metrics; the
+    judged queries the run answers, :data:`irrepro.checks.JUDGED_KEY`, after the metrics),
+    and ``out_perquery_tsv`` with header ``run dataset metric qid value`` (tab-separated,
+    6 decimals). Returns the JSON dict.
     A run answering fewer than ``min_judged_fraction`` of the judged queries is an error
     naming it (:func:`irrepro.checks.judged_coverage`); fewer than all is a warning.
     """
@@ -221,9 +223,9 @@ def evaluate_to_files(
             level = _per_dataset(rel_levels, dataset, "rel_level")
             run = read_run(run_path)
             # an empty, unjudged or truncated run is an error, not a row of zeros (issue 12)
-            judged_coverage(run, qrels_cache[dataset], run_path, min_judged_fraction)
+            coverage = judged_coverage(run, qrels_cache[dataset], run_path, min_judged_fraction)
             agg, per_query = evaluate_run(qrels_cache[dataset], run, ds_metrics, level)
-            result.setdefault(run_name, {})[dataset] = {m: round(v, 4) for m, v in agg.items()}
+            result.setdefault(run_name, {})[dataset] = {m: round(v, 4) for m, v in agg.items()} | {JUDGED_KEY: coverage}
             log.info("%s on %s: %s", run_name, dataset, ", ".join(f"{m}={v:.4f}" for m, v in agg.items()))
             for metric, values in per_query.items():
                 rows.extend(f"{run_name}\t{dataset}\t{metric}\t{qid}\t{v:.6f}\n" for qid, v in values.items())

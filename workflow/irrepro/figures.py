@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import textwrap
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -26,6 +25,8 @@ from matplotlib.figure import Figure
 from matplotlib.layout_engine import ConstrainedLayoutEngine
 
 from .utils import atomic_path
+from .vocab import CONFIG_RE, FAMILIES, TARGETS
+from .vocab import METHODS as SYNTOD_METHODS
 
 log = logging.getLogger("irrepro.figures")
 
@@ -68,12 +69,9 @@ ABLATION_COLUMNS = ("config", "family", "rank", "targets", "step", "dataset", "v
                     "projections", "metric", "value", "delta_full", "delta_head_only")
 # as irrepro.rerank.ablate writes them (mha/mlp are kind "group"; "first_stage" is the BM25 cut)
 ABLATION_KINDS = ("full", "head_only", "layer", "band", "proj", "group", "cell", "first_stage")
-FAMILIES = ("llama", "mistral", "pythia")
-TARGETS = ("mha", "mlp", "all")
 TARGET_LABELS = {"mha": "MHA only", "mlp": "MLP only", "all": "MHA + MLP"}
 FAMILY_LABELS = {"llama": "Llama", "mistral": "Mistral", "pythia": "Pythia (GPT-NeoX)"}
 TARGET_STYLES = {"mha": "-", "mlp": "--", "all": ":"}
-CONFIG_RE = re.compile(r"^(?P<family>llama|mistral|pythia)-r(?P<rank>[0-9]+)-(?P<targets>mha|mlp|all)$")
 MINI_NOTE = ("mini profile: tiny models (a few layers, built and fine-tuned locally on CPU) reranking a "
              "9.7k-passage sub-collection. Real measurements of small models, not comparable with the "
              "paper's 7B-model numbers.")
@@ -81,7 +79,6 @@ SYNTOD_COLUMNS = ("domain", "method", "test_set", "scorer", "metric", "value", "
 # panels "<scorer>/<metric>": strict = the project's scorer, original = the SynTOD release's
 SYNTOD_METRICS = ("strict/intent_acc", "original/intent_acc", "strict/slot_f1", "original/slot_macro_f1",
                   "strict/relevance_mean")
-SYNTOD_METHODS = ("graph", "naive")
 SYNTOD_LABELS = {"intent_acc": "intent accuracy", "intent_macro_f1": "intent macro F1", "slot_f1": "slot F1",
                  "slot_macro_f1": "slot F1 (macro)", "slot_micro_f1": "slot F1 (micro)",
                  "relevance_mean": "relevance (0-2)"}
@@ -140,7 +137,7 @@ def load_checkpoints(path: str | os.PathLike) -> pd.DataFrame:
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise FigureInputError(f"{path}:{i + 2}: config {df['config'].iloc[i]!r} is not "
-                               "'{family}-r{rank}-{targets}' (family llama|mistral|pythia, targets mha|mlp|all)")
+                               "'{family}-r{rank}-{targets}' (family " + "|".join(FAMILIES) + ", targets " + "|".join(TARGETS) + ")")
     df["step"] = _numeric(df, "step", path, integer=True)
     df["value"] = _numeric(df, "value", path)
     df["family"], df["targets"] = parts["family"], parts["targets"]
@@ -499,7 +496,7 @@ def report_table(rows: pd.DataFrame, notes: Mapping[int, str], profile: str) -> 
     table.auto_set_font_size(False)
     table.set_fontsize(matplotlib.rcParams["font.size"] - 1.5)
     chars = [max(len(str(r[j])) for r in [REPORT_COLUMNS, *text]) + 3 for j in range(len(REPORT_COLUMNS))]
-    for (i, j), cell in table.get_celld().items():  # widths by text length; bbox rescales to fit
+    for (_, j), cell in table.get_celld().items():  # widths by text length; bbox rescales to fit
         cell.set_width(chars[j] / sum(chars))
     for j in range(len(REPORT_COLUMNS)):
         table[0, j].set_text_props(weight="bold")

@@ -286,3 +286,16 @@ def import_pyserini(module: str = "pyserini.search.lucene") -> ModuleType:
             return sys.modules[module]
         with _openai_placeholder():
             return importlib.import_module(module)
+
+
+def java_message(exc: BaseException) -> str:
+    """A Java exception raised through pyjnius as one short line: the Java class's simple name
+    and the first line of its message (pyjnius' text repeats the whole Java stack trace)."""
+    classname = getattr(exc, "classname", None)
+    inner = getattr(exc, "innermessage", None)
+    if classname or inner:
+        text = f"{str(classname or '').rsplit('.', 1)[-1]}: {inner or ''}".strip(": ")
+    else:
+        text = str(exc).removeprefix("JVM exception occurred: ")
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return re.sub(r"\b(?:[a-z]\w*\.)+([A-Z]\w*(?:Exception|Error))\b", r"\1", first)[:300]

@@ -1,5 +1,7 @@
 """Exclusive locks on job outputs: two jobs never write the same output at once.
 
+Every command holds the lock of each output its argument spec marks as written
+(:func:`irrepro.commands.Out`) for as long as it runs (:class:`irrepro.commands.Command`).
 :func:`output_lock` takes an ``flock`` on ``<output>.lock`` (beside the output, so it covers
 the output and its ``.partial`` work directory) without waiting: a second job on the same
 output fails at once with :class:`~irrepro.errors.LockedError` naming the holder (pid, host,

@@ -17,12 +17,13 @@ import yaml
 
 from .errors import InputError
 from .secrets import is_secret_key
+from .vocab import PROFILES, ROUTES
 from .yamlio import load_yaml
 
-# Scales written as per-profile values ({mini: x, paper: y}); `rehearsal` is the paper scale with
-# workflow/rehearsal.yaml deep-merged over it (the paper route, sizes shrunk; see resolve_profile).
-SCALES = ("mini", "paper")
-PROFILES = ("mini", "paper", "rehearsal")
+# Scales written as per-profile values ({mini: x, paper: y}) are the code routes; `rehearsal` is the
+# paper scale with workflow/rehearsal.yaml deep-merged over it (the paper route, sizes shrunk; see
+# resolve_profile). PROFILES is re-exported from irrepro.vocab for the modules that import it here.
+SCALES = ROUTES
 PACKAGE_DIR = Path(__file__).resolve().parent
 SCHEMA_PATH = PACKAGE_DIR.parent / "schemas" / "params.schema.yaml"
 DEFAULT_PARAMS = "params.yaml"

@@ -28,13 +28,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 
 from .yamlio import load_yaml
 
 from .params import PACKAGE_DIR, SCALES, route
 
-RUNTIMES_PATH = PACKAGE_DIR.parent / "runtimes.yaml"
+# runtime, mem_mb, threads, gpu of every rule per route (the rules read it too: common.smk)
+RUNTIMES_PATH = PACKAGE_DIR.parent / "resources.yaml"
+RESOURCE_NAMES = ("runtime", "mem_mb", "threads", "gpu")
 
 # Judged queries per evaluation set (TREC DL19/DL20 passage, MS MARCO dev-small), see datasets.py.
 DATASET_QUERIES = {"dl19": 43, "dl20": 54, "dev": 6980}
@@ -160,7 +161,7 @@ def _row(stage: str, rule: str | None = None, **kw) -> dict:
 
 
 def study1_rows(P: dict, facts: dict) -> list[dict]:
-    F, R, A = P["finetune"], P["rerank"], P["ablate"]
+    F, R = P["finetune"], P["rerank"]
     gpu, T = throughput(P)
     over = T["job_overhead_s"]
     world = F["nproc_per_node"]
@@ -306,13 +307,27 @@ def build_plan(P: dict, facts: dict | None = None) -> dict:
 
 
 # ----------------------------------------------------------------------------- runtime check
+def load_resources(path: str | Path = RUNTIMES_PATH) -> dict:
+    """``{rule: {route: {resource: int}}}`` from workflow/resources.yaml, where a value is one
+    number for both routes or ``{mini: n, paper: n}``; ``runtime`` (minutes) is required."""
+    out = {}
+    for rule, spec in load_yaml(path).items():
+        if not isinstance(spec, dict) or "runtime" not in spec or set(spec) - set(RESOURCE_NAMES):
+            raise PlanError(f"{path}: {rule}: needs `runtime` and only {list(RESOURCE_NAMES)}, got {spec!r}")
+        out[rule] = {s: {} for s in SCALES}
+        for name, v in spec.items():
+            per = v if isinstance(v, dict) else dict.fromkeys(SCALES, v)
+            low = 1 if name == "runtime" else 0
+            if set(per) != set(SCALES) or not all(isinstance(x, int) and x >= low for x in per.values()):
+                raise PlanError(f"{path}: {rule}.{name}: needs an integer >= {low} or one per {list(SCALES)}, got {v!r}")
+            for s in SCALES:
+                out[rule][s][name] = per[s]
+    return out
+
+
 def load_runtimes(path: str | Path = RUNTIMES_PATH) -> dict:
-    """``{rule: {mini: minutes, paper: minutes}}`` (workflow/runtimes.yaml, read by the rules too)."""
-    table = load_yaml(path)
-    for rule, v in table.items():
-        if not (isinstance(v, dict) and set(v) == set(SCALES) and all(isinstance(x, int) and x > 0 for x in v.values())):
-            raise PlanError(f"{path}: {rule}: needs positive integer minutes for {list(SCALES)}, got {v!r}")
-    return table
+    """``{rule: {mini: minutes, paper: minutes}}`` (the runtime column of workflow/resources.yaml)."""
+    return {rule: {s: res[s]["runtime"] for s in SCALES} for rule, res in load_resources(path).items()}
 
 
 def runtime_problems(plan: dict, runtimes: dict, source: str = str(RUNTIMES_PATH)) -> list[str]:

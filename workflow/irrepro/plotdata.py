@@ -33,6 +33,7 @@ import logging
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+from .jsonl import json_lines
 from .utils import atomic_path
 
 log = logging.getLogger("irrepro")
@@ -126,16 +127,9 @@ def syntod_confusion(predictions: Sequence[str | Path], out_dir: str | Path) -> 
         for path in sorted(map(Path, predictions)):
             name = path.name.removesuffix(".predictions.jsonl")
             pairs = []
-            with open(path, encoding="utf-8") as fh:
-                for i, line in enumerate(fh, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise ValueError(f"{path}:{i}: not JSON ({exc.msg})") from None
-                    if rec.get("kind") == "intent":
-                        pairs.append([_intent(rec.get("gold")), _intent(rec.get("parsed"))])
+            for _, rec in json_lines(path):
+                if rec.get("kind") == "intent":
+                    pairs.append([_intent(rec.get("gold")), _intent(rec.get("parsed"))])
             total += _write_csv(tmp / f"{name}.csv", ["actual", "predicted"], pairs)
     return total
 

@@ -15,7 +15,6 @@ non-zero or warn.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -23,12 +22,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-import yaml
 
 from .yamlio import load_yaml
 
 from .utils import atomic_path
 from .errors import read_json_file
+from .checks import JUDGED_KEY
 
 __all__ = [
     "Check",
@@ -213,11 +212,13 @@ def _cell(text: str) -> str:
 
 def metrics_table(metrics_json: MetricsJson) -> str:
     """Markdown table of every measured run x dataset x metric (runs and datasets sorted,
-    metrics in their recorded order)."""
+    metrics in their recorded order; the judged-queries flag beside them is not a metric)."""
     lines = ["| run | dataset | metric | value |", "|---|---|---|---|"]
     for run in sorted(metrics_json):
         for dataset in sorted(metrics_json[run]):
             for metric, value in metrics_json[run][dataset].items():
+                if metric == JUDGED_KEY:
+                    continue
                 lines.append(f"| {_cell(run)} | {_cell(dataset)} | {_cell(metric)} | {_fmt(float(value))} |")
     return "\n".join(lines) + "\n"
 

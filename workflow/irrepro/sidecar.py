@@ -33,7 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SUFFIX", "sidecar_path", "start", "record", "finish", "current", "read_sidecar", "portable_path"]
+__all__ = ["SUFFIX", "sidecar_path", "start", "record", "finish", "current", "read_sidecar", "portable_path",
+           "imported_modules"]
 
 SUFFIX = ".run.json"
 
@@ -82,11 +83,25 @@ def record(section: str, data: dict) -> None:
 
 
 def finish(returncode: int) -> None:
-    """Close the record: end time, duration and the command's return code."""
+    """Close the record: end time, duration, the command's return code and what it imported."""
     t0 = _state["t0"]
     _state["doc"].update(finished=_now(), returncode=int(returncode),
-                         seconds=round(time.time() - t0, 3) if t0 else None)
+                         seconds=round(time.time() - t0, 3) if t0 else None, imported=imported_modules())
     _write()
+
+
+def imported_modules() -> list[str]:
+    """What this process imported beyond the standard library: each third-party package (top
+    level) and each irrepro module. benchmarks/bench_pipeline.py times importing them in a
+    fresh interpreter: a job's cold-start cost."""
+    names = set()
+    for name in list(sys.modules):
+        top = name.split(".")[0]
+        if top == "irrepro":
+            names.add(name)
+        elif not top.startswith("_") and top not in sys.stdlib_module_names:
+            names.add(top)
+    return sorted(names)
 
 
 def current() -> dict:

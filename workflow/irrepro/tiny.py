@@ -21,12 +21,14 @@ import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from .errors import InputError
+from .jsonl import json_lines
 from .utils import atomic_path, sha256_file
+from .vocab import FAMILIES
 
 log = logging.getLogger("irrepro.tiny")
 
 SPECIAL = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
-FAMILIES = ("llama", "mistral", "pythia")
 
 # Measured on the mini corpus (9,658 DL19/DL20 BM25 top-100 passages), 1 CPU thread: each
 # base builds in well under a minute and its LM loss drops clearly (see the module's report
@@ -85,17 +87,11 @@ def iter_corpus_texts(corpus_jsonl: str | Path) -> Iterator[str]:
     A ``title`` field, when present and non-empty, is prepended to ``contents``. Blank lines
     are skipped; a line without ``contents`` is an error naming the file and line.
     """
-    with open(corpus_jsonl, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                doc = json.loads(line)
-                contents = doc["contents"]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise ValueError(f"{corpus_jsonl}:{lineno}: not a pyserini JSONL document ({e!r})") from None
-            title = doc.get("title") or ""
-            yield f"{title} {contents}" if title else contents
+    for lineno, doc in json_lines(corpus_jsonl):
+        if "contents" not in doc:
+            raise InputError("not a pyserini JSONL document: no 'contents'", file=corpus_jsonl, line=lineno)
+        title = doc.get("title") or ""
+        yield f"{title} {doc['contents']}" if title else doc["contents"]
 
 
 def build_tokenizer(corpus_jsonl: str | Path, out_dir: str | Path, vocab_size: int = DEFAULT_SIZES["vocab_size"]) -> dict:

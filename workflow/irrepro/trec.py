@@ -93,22 +93,31 @@ def read_topics(path: str | os.PathLike) -> dict[str, str]:
     return topics
 
 
+def _columns(path: str | os.PathLike, lineno: int, line: str, layout: str) -> list[str]:
+    """The whitespace-separated columns of ``line``: exactly as many as ``layout`` names."""
+    cols = line.split()
+    n = len(layout.split())
+    if len(cols) != n:
+        raise TrecFormatError(path, lineno, f"expected {n} whitespace-separated columns '{layout}', got {len(cols)}")
+    return cols
+
+
+def _parse(kind, text: str, path: str | os.PathLike, lineno: int, what: str):
+    """``kind(text)`` (int or float); a ValueError becomes 'expected {what}, got {text!r}'."""
+    try:
+        return kind(text)
+    except ValueError:
+        raise TrecFormatError(path, lineno, f"expected {what}, got {text!r}") from None
+
+
 def read_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
     """Read ``qid iter docid grade`` qrels into ``{qid: {docid: grade}}`` (file order)."""
     qrels: dict[str, dict[str, int]] = {}
     for lineno, line in _lines(path):
-        cols = line.split()
-        if len(cols) != 4:
-            raise TrecFormatError(
-                path, lineno, f"expected 4 whitespace-separated columns 'qid iter docid grade', got {len(cols)}"
-            )
-        qid, it, docid, grade_s = cols
+        qid, it, docid, grade_s = _columns(path, lineno, line, "qid iter docid grade")
         if it not in QRELS_ITER_VALUES:
             raise TrecFormatError(path, lineno, f"expected iteration column 'Q0' or '0', got {it!r}")
-        try:
-            grade = int(grade_s)
-        except ValueError:
-            raise TrecFormatError(path, lineno, f"expected an integer relevance grade, got {grade_s!r}") from None
+        grade = _parse(int, grade_s, path, lineno, "an integer relevance grade")
         if grade < 0:
             raise TrecFormatError(path, lineno, f"expected a non-negative relevance grade, got {grade}")
         docs = qrels.setdefault(qid, {})
@@ -127,26 +136,13 @@ def read_run(path: str | os.PathLike) -> dict[str, dict[str, float]]:
     run: dict[str, dict[str, float]] = {}
     first_line: dict[tuple[str, str], int] = {}
     for lineno, line in _lines(path):
-        cols = line.split()
-        if len(cols) != 6:
-            raise TrecFormatError(
-                path,
-                lineno,
-                f"expected 6 whitespace-separated columns 'qid Q0 docid rank score tag', got {len(cols)}",
-            )
-        qid, it, docid, rank_s, score_s, _tag = cols
+        qid, it, docid, rank_s, score_s, _tag = _columns(path, lineno, line, "qid Q0 docid rank score tag")
         if it not in RUN_ITER_VALUES:
             raise TrecFormatError(path, lineno, f"expected 'Q0' in column 2, got {it!r}")
-        try:
-            rank = int(rank_s)
-        except ValueError:
-            raise TrecFormatError(path, lineno, f"expected an integer rank in column 4, got {rank_s!r}") from None
+        rank = _parse(int, rank_s, path, lineno, "an integer rank in column 4")
         if rank < 1:
             raise TrecFormatError(path, lineno, f"expected a rank >= 1 in column 4, got {rank}")
-        try:
-            score = float(score_s)
-        except ValueError:
-            raise TrecFormatError(path, lineno, f"expected a numeric score in column 5, got {score_s!r}") from None
+        score = _parse(float, score_s, path, lineno, "a numeric score in column 5")
         if not math.isfinite(score):
             raise TrecFormatError(path, lineno, f"expected a finite score in column 5, got {score_s!r}")
         key = (qid, docid)

@@ -34,7 +34,6 @@ Every input problem raises :class:`InputError` whose message starts with ``{path
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -43,6 +42,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .jsonl import json_lines
 from .trec import TrecFormatError, read_qrels, read_run, read_topics, write_run
 
 log = logging.getLogger("irrepro.userrerank")
@@ -59,28 +59,6 @@ class InputError(TrecFormatError):
 
 
 # ----------------------------------------------------------------------------- readers
-def _json_lines(path: PathLike):
-    """``(lineno, dict)`` for every non-blank line of a JSONL file, with file:line errors."""
-    try:
-        fh = open(path, encoding="utf-8")
-    except OSError as exc:
-        raise InputError(path, 0, f"cannot read file: {exc.strerror or exc}") from None
-    with fh:
-        try:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(path, lineno, f"expected one JSON object per line ({exc.msg})") from None
-                if not isinstance(rec, dict):
-                    raise InputError(path, lineno, f"expected a JSON object, got {type(rec).__name__}")
-                yield lineno, rec
-        except UnicodeDecodeError as exc:
-            raise InputError(path, 0, f"expected UTF-8 text ({exc.reason})") from None
-
-
 def _str_field(rec: dict, key: str, path: PathLike, lineno: int, required: bool = True) -> str | None:
     value = rec.get(key)
     if value is None:
@@ -101,7 +79,7 @@ def read_candidates_jsonl(path: PathLike, topics: Mapping[str, str] | None = Non
     run: dict[str, dict[str, float]] = {}
     queries: dict[str, tuple[str, int]] = {}
     passages: dict[str, Any] = {}
-    for lineno, rec in _json_lines(path):
+    for lineno, rec in json_lines(path, error=InputError):
         qid = _str_field(rec, "qid", path, lineno)
         docid = _str_field(rec, "docid", path, lineno)
         query = _str_field(rec, "query", path, lineno, required=topics is None)
@@ -180,7 +158,7 @@ def read_corpus(path: PathLike, docids: set[str] | None = None) -> dict[str, Any
     out: dict[str, Any] = {}
     seen: dict[str, int] = {}
     if kind == "jsonl":
-        for lineno, rec in _json_lines(path):
+        for lineno, rec in json_lines(path, error=InputError):
             docid, passage = _passage_of(rec, path, lineno)
             if docid in seen:
                 raise InputError(path, lineno, f"duplicate docid {docid} (first on line {seen[docid]})")

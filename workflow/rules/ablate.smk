@@ -2,10 +2,33 @@
 # toggled in memory), then one ranx process scores every variant run.
 
 
+dvc_over("ablate", family="ablate.families", rank="ablate.ranks", targets="ablate.targets")
+
+
 rule ablate:
     input:
-        code("study1/ablation.py", "study1/reranking.py", "rerank/ablate.py", "rerank/evaluate.py", "rerank/score.py",
-             "rerank/hub.py", "rerank/inputs.py", "rerank/targets.py", "rerank/precision.py", "rerank/train.py"),
+        stage_code(
+            "ablate",
+            "study1/ablation.py",
+            "study1/reranking.py",
+            "rerank/ablate.py",
+            "rerank/evaluate.py",
+            "rerank/score.py",
+            "rerank/hub.py",
+            "rerank/inputs.py",
+            "rerank/targets.py",
+            "rerank/precision.py",
+            "lora/checkpoints.py",
+            "lora/model.py",
+            "lora/precision.py",
+            "datasets.py",
+            "download.py",
+            "evaluate.py",
+            "launch.py",
+            "significance.py",
+            "study1/bases.py",
+            "trec.py",
+        ),
         base=BASE,
         adapters=LORA,
         raw=RAW,
@@ -13,22 +36,20 @@ rule ablate:
         corpus=CORPUS,
     output:
         directory(f"{ABLATE_RUNS}/{{family}}-r{{rank}}-{{targets}}"),
-    params:
-        profile=PROFILE,
-        ablate=ABLATE_KNOBS,
-        batch_size=P["rerank"]["batch_size"],
-        dtype=P["rerank"]["dtype"],
-        query_max_len=P["finetune"]["query_max_len"],
-        passage_max_len=P["finetune"]["passage_max_len"],
-    threads: 1 if ROUTE == "mini" else 8
     log:
         f"{LOGS}/ablate/{{family}}-r{{rank}}-{{targets}}.log",
-    resources:
-        mem_mb=40000 if ROUTE == "paper" else 3000,
-        runtime=runtime("ablate"),
-        gpu=GPU,
+    benchmark:
+        f"{LOGS}/benchmarks/ablate/{{family}}-r{{rank}}-{{targets}}.tsv"
     conda:
         ENV
+    threads: threads_of("ablate")
+    resources:
+        **resources_of("ablate"),
+    params:
+        profile=PROFILE,
+        knobs=keys(
+            *ABLATE_KEYS, "rerank.batch_size", "rerank.dtype", "finetune.query_max_len", "finetune.passage_max_len"
+        ),
     shell:
         "irrepro ablate --profile {params.profile} --config {wildcards.family}-r{wildcards.rank}-{wildcards.targets}"
         " --base {input.base} --adapters {input.adapters} --raw {input.raw} --runs {input.runs}"
@@ -37,28 +58,33 @@ rule ablate:
 
 rule ablate_collect:
     input:
-        code("study1/ablation.py", "study1/reranking.py", "evaluate.py", "trec.py"),
+        stage_code(
+            "ablate_collect",
+            "study1/ablation.py",
+            "study1/reranking.py",
+            "evaluate.py",
+            "trec.py",
+            "datasets.py",
+            "download.py",
+            "significance.py",
+            "study1/bases.py",
+        ),
         raw=RAW,
         runs=BM25_RUNS,
-        ablate_runs=expand(f"{ABLATE_RUNS}/{{config}}", config=ABLATE_CONFIGS),
+        ablate_runs=in_dir(expand(f"{ABLATE_RUNS}/{{config}}", config=ABLATE_CONFIGS)),
     output:
         tsv=ABLATION_TSV,
-        json=METRICS_ABLATION,
-    params:
-        profile=PROFILE,
-        metrics=P["evaluate"]["metrics"],
-        rel_level=P["evaluate"]["rel_level"],
-        metric=P["ablate"]["metric"],
-        depth=P["ablate"]["depth"],
-        datasets=P["ablate"]["datasets"],
-        ablate_runs=lambda w, input: os.path.dirname(input.ablate_runs[0]),
+        json=target(metric(METRICS_ABLATION)),
     log:
         f"{LOGS}/ablate_collect.log",
-    resources:
-        mem_mb=4000,
-        runtime=runtime("ablate_collect"),
     conda:
         ENV
+    resources:
+        **resources_of("ablate_collect"),
+    params:
+        profile=PROFILE,
+        knobs=keys("evaluate.metrics", "evaluate.rel_level", "ablate.metric", "ablate.depth", "ablate.datasets"),
+        ablate_runs=lambda w, input: os.path.dirname(input.ablate_runs[0]),
     shell:
         "irrepro ablate-collect --profile {params.profile} --raw {input.raw} --runs {input.runs}"
         " --ablate-runs {params.ablate_runs} --out-tsv {output.tsv} --out-json {output.json} --log {log}"

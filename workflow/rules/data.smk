@@ -1,37 +1,35 @@
 rule download:
     input:
-        code("download.py", "resources/sources.yaml"),
+        stage_code("download", "download.py", "resources/sources.yaml"),
     output:
         directory(RAW),
-    params:
-        profile=PROFILE,
-        data=P["data"],
     log:
         f"{LOGS}/download.log",
-    resources:
-        mem_mb=1000,
-        runtime=runtime("download"),
     conda:
         ENV
+    resources:
+        **resources_of("download"),
+    params:
+        profile=PROFILE,
+        knobs=keys("data"),
     shell:
         "irrepro download --profile {params.profile} --out {output} --log {log}"
 
 
 rule corpus:
     input:
-        code("bm25.py"),
+        stage_code("corpus", "bm25.py", "datasets.py", "download.py", "java.py"),
         raw=RAW,
     output:
         CORPUS,
-    params:
-        profile=PROFILE,
-        corpus=P["bm25"]["corpus"],
     log:
         f"{LOGS}/corpus.log",
-    resources:
-        mem_mb=4000,
-        runtime=runtime("corpus"),
     conda:
         ENV
+    resources:
+        **resources_of("corpus"),
+    params:
+        profile=PROFILE,
+        knobs=keys("bm25.corpus"),
     shell:
         "irrepro corpus --profile {params.profile} --raw {input.raw} --out {output} --log {log}"

@@ -6,27 +6,42 @@
 
 rule published_fetch:
     input:
-        code("study1/published.py"),
+        stage_code("published_fetch", "study1/published.py"),
     output:
         PUBLISHED_PINS,
-    params:
-        profile=PROFILE,
-        published=P["published"],
     log:
         f"{LOGS}/published_fetch.log",
-    resources:
-        mem_mb=2000,
-        runtime=runtime("published_fetch"),
     conda:
         ENV
+    resources:
+        **resources_of("published_fetch"),
+    params:
+        profile=PROFILE,
+        knobs=keys("published"),
     shell:
         "irrepro published-fetch --profile {params.profile} --out {output} --log {log}"
 
 
 rule published_eval:
     input:
-        code("study1/published.py", "study1/reranking.py", "rerank/evaluate.py", "rerank/score.py", "rerank/hub.py",
-             "rerank/inputs.py"),
+        stage_code(
+            "published_eval",
+            "study1/published.py",
+            "study1/reranking.py",
+            "rerank/evaluate.py",
+            "rerank/score.py",
+            "rerank/hub.py",
+            "rerank/inputs.py",
+            "datasets.py",
+            "download.py",
+            "evaluate.py",
+            "lora/model.py",
+            "lora/precision.py",
+            "rerank/precision.py",
+            "significance.py",
+            "study1/bases.py",
+            "trec.py",
+        ),
         pins=PUBLISHED_PINS,
         raw=RAW,
         runs=BM25_RUNS,
@@ -34,20 +49,16 @@ rule published_eval:
     output:
         runs=directory(PUBLISHED_RUNS),
         tsv=PUBLISHED_TSV,
-    params:
-        profile=PROFILE,
-        rerank=P["rerank"],
-        evaluate=P["evaluate"],
-        lengths=[P["finetune"]["query_max_len"], P["finetune"]["passage_max_len"]],
-    threads: 1 if ROUTE == "mini" else 8
     log:
         f"{LOGS}/published_eval.log",
-    resources:
-        mem_mb=80000 if ROUTE == "paper" else 2000,
-        runtime=runtime("published_eval"),
-        gpu=GPU,
     conda:
         ENV
+    threads: threads_of("published_eval")
+    resources:
+        **resources_of("published_eval"),
+    params:
+        profile=PROFILE,
+        knobs=keys("rerank", "evaluate", "finetune.query_max_len", "finetune.passage_max_len"),
     shell:
         "irrepro published-eval --profile {params.profile} --pins {input.pins} --raw {input.raw}"
         " --runs {input.runs} --corpus {input.corpus} --out-runs {output.runs} --out-tsv {output.tsv} --log {log}"

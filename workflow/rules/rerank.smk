@@ -13,24 +13,25 @@ print(
 )
 
 
+dvc_over("base", family="finetune.families")
+
+
 rule base:
     input:
-        code("study1/bases.py", "tiny.py"),
+        stage_code("base", "study1/bases.py", "tiny.py"),
         corpus=CORPUS,
     output:
         directory(BASE),
-    params:
-        profile=PROFILE,
-        model=lambda w: P["models"][w.family],
-        tiny=P["tiny"],
-    threads: 1
     log:
         f"{LOGS}/base/{{family}}.log",
-    resources:
-        mem_mb=40000 if ROUTE == "paper" else 2000,
-        runtime=runtime("base"),
     conda:
         ENV
+    threads: threads_of("base")
+    resources:
+        **resources_of("base"),
+    params:
+        profile=PROFILE,
+        knobs=keys("models", "tiny"),
     shell:
         "irrepro base --profile {params.profile} --family {wildcards.family} --corpus {input.corpus}"
         " --out {output} --log {log}"
@@ -38,56 +39,116 @@ rule base:
 
 rule train_groups:
     input:
-        code("study1/training.py", "rerank/data.py"),
+        stage_code(
+            "train_groups",
+            "study1/training.py",
+            "rerank/data.py",
+            "datasets.py",
+            "download.py",
+            "evaluate.py",
+            "lora/precision.py",
+            "rerank/evaluate.py",
+            "rerank/hub.py",
+            "rerank/inputs.py",
+            "rerank/precision.py",
+            "rerank/score.py",
+            "significance.py",
+            "study1/bases.py",
+            "trec.py",
+        ),
         raw=RAW,
         runs=BM25_RUNS,
         corpus=CORPUS,
     output:
         TRAIN_GROUPS,
-    params:
-        profile=PROFILE,
-        train_data=P["train_data"],
     log:
         f"{LOGS}/train_groups.log",
-    resources:
-        mem_mb=16000 if ROUTE == "paper" else 2000,
-        runtime=runtime("train_groups"),
     conda:
         ENV
+    resources:
+        **resources_of("train_groups"),
+    params:
+        profile=PROFILE,
+        knobs=keys("train_data"),
     shell:
         "irrepro train-groups --profile {params.profile} --raw {input.raw} --runs {input.runs}"
         " --corpus {input.corpus} --out {output} --log {log}"
 
 
+dvc_over("finetune", family="finetune.families", rank="finetune.ranks", targets="finetune.targets")
+
+
 rule finetune:
     input:
-        code("study1/training.py", "rerank/train.py", "rerank/model.py", "rerank/data.py", "rerank/targets.py", "rerank/inputs.py",
-             "rerank/precision.py", "cards.py"),
+        stage_code(
+            "finetune",
+            "study1/training.py",
+            "rerank/train.py",
+            "rerank/model.py",
+            "rerank/data.py",
+            "rerank/targets.py",
+            "rerank/inputs.py",
+            "rerank/precision.py",
+            "cards.py",
+            "lora/config.py",
+            "lora/run.py",
+            "lora/checkpoints.py",
+            "lora/trainer.py",
+            "lora/model.py",
+            "lora/precision.py",
+            "datasets.py",
+            "download.py",
+            "launch.py",
+            "stages/_shared.py",
+            "study1/bases.py",
+            "study1/finetune_inputs.py",
+        ),
         base=BASE,
         groups=TRAIN_GROUPS,
     output:
         directory(LORA),
-    params:
-        profile=PROFILE,
-        train=TRAIN_KNOBS,
-    threads: 1 if ROUTE == "mini" else 8
     log:
         f"{LOGS}/finetune/{{family}}-r{{rank}}-{{targets}}.log",
-    resources:
-        mem_mb=80000 if ROUTE == "paper" else 3000,
-        runtime=runtime("finetune"),
-        gpu=GPU * P["finetune"]["nproc_per_node"],
+    benchmark:
+        f"{LOGS}/benchmarks/finetune/{{family}}-r{{rank}}-{{targets}}.tsv"
     conda:
         ENV
+    threads: threads_of("finetune")
+    resources:
+        **resources_of("finetune", processes=P["finetune"]["nproc_per_node"]),
+    params:
+        profile=PROFILE,
+        knobs=keys(*TRAIN_KEYS),
     shell:
         "irrepro finetune --profile {params.profile} --family {wildcards.family} --rank {wildcards.rank}"
         " --targets {wildcards.targets} --base {input.base} --groups {input.groups} --out {output} --log {log}"
 
 
+dvc_over("rerank_eval", family="finetune.families", rank="finetune.ranks", targets="finetune.targets")
+
+
 rule rerank_eval:
+    """every checkpoint on rerank.checkpoint_datasets (curves), the final checkpoint only on rerank.final_datasets"""
     input:
-        code("study1/reranking.py", "rerank/evaluate.py", "rerank/score.py", "rerank/hub.py", "rerank/inputs.py",
-             "rerank/train.py", "rerank/precision.py"),
+        stage_code(
+            "rerank_eval",
+            "study1/reranking.py",
+            "rerank/evaluate.py",
+            "rerank/score.py",
+            "rerank/hub.py",
+            "rerank/inputs.py",
+            "rerank/precision.py",
+            "lora/checkpoints.py",
+            "lora/model.py",
+            "lora/precision.py",
+            "datasets.py",
+            "download.py",
+            "evaluate.py",
+            "launch.py",
+            "significance.py",
+            "study1/bases.py",
+            "trec.py",
+        ),
         base=BASE,
         adapters=LORA,
         raw=RAW,
@@ -95,19 +156,18 @@ rule rerank_eval:
         corpus=CORPUS,
     output:
         directory(f"{RERANK_RUNS}/{{family}}-r{{rank}}-{{targets}}"),
-    params:
-        profile=PROFILE,
-        rerank=P["rerank"],
-        passage_max_len=P["finetune"]["passage_max_len"],
-    threads: 1 if ROUTE == "mini" else 8
     log:
         f"{LOGS}/rerank_eval/{{family}}-r{{rank}}-{{targets}}.log",
-    resources:
-        mem_mb=40000 if ROUTE == "paper" else 3000,
-        runtime=runtime("rerank_eval"),
-        gpu=GPU,
+    benchmark:
+        f"{LOGS}/benchmarks/rerank_eval/{{family}}-r{{rank}}-{{targets}}.tsv"
     conda:
         ENV
+    threads: threads_of("rerank_eval")
+    resources:
+        **resources_of("rerank_eval"),
+    params:
+        profile=PROFILE,
+        knobs=keys("rerank", "finetune.query_max_len", "finetune.passage_max_len"),
     shell:
         "irrepro rerank-eval --profile {params.profile} --config {wildcards.family}-r{wildcards.rank}-{wildcards.targets}"
         " --base {input.base} --adapters {input.adapters} --raw {input.raw} --runs {input.runs}"
@@ -116,29 +176,50 @@ rule rerank_eval:
 
 rule collect:
     input:
-        code("study1/collect.py", "study1/reranking.py", "evaluate.py", "significance.py"),
+        stage_code(
+            "collect",
+            "study1/collect.py",
+            "study1/reranking.py",
+            "evaluate.py",
+            "significance.py",
+            "datasets.py",
+            "download.py",
+            "lora/precision.py",
+            "rerank/evaluate.py",
+            "rerank/hub.py",
+            "rerank/inputs.py",
+            "rerank/precision.py",
+            "rerank/score.py",
+            "study1/bases.py",
+            "trec.py",
+        ),
         raw=RAW,
         runs=BM25_RUNS,
-        rerank_runs=expand(f"{RERANK_RUNS}/{{config}}", config=CONFIGS),
+        rerank_runs=in_dir(expand(f"{RERANK_RUNS}/{{config}}", config=CONFIGS)),
     output:
         tsv=CHECKPOINTS_TSV,
-        json=METRICS_RERANK,
+        json=metric(METRICS_RERANK),
         md=SIGNIFICANCE,
         tex=SIGNIFICANCE_TEX,
-        plot=FINAL_PLOT,
-    params:
-        profile=PROFILE,
-        rerank=P["rerank"],
-        evaluate=P["evaluate"],
-        checkpoint_steps=[P["finetune"]["max_steps"], P["finetune"]["save_steps"]],
-        rerank_runs=lambda w, input: os.path.dirname(input.rerank_runs[0]),
+        plot=plot(
+            FINAL_PLOT,
+            template="bar_horizontal_sorted",
+            x="ndcg@10",
+            y="run",
+            title="Final checkpoint of every config",
+            x_label="nDCG@10",
+            y_label="config and dataset",
+        ),
     log:
         f"{LOGS}/collect.log",
-    resources:
-        mem_mb=4000,
-        runtime=runtime("collect"),
     conda:
         ENV
+    resources:
+        **resources_of("collect"),
+    params:
+        profile=PROFILE,
+        knobs=keys("rerank", "evaluate", "finetune.max_steps", "finetune.save_steps"),
+        rerank_runs=lambda w, input: os.path.dirname(input.rerank_runs[0]),
     shell:
         "irrepro collect --profile {params.profile} --raw {input.raw}"
         " --runs {input.runs} --rerank-runs {params.rerank_runs} --out-tsv {output.tsv}"

@@ -1,4 +1,4 @@
-"""The rehearsal's checks (``irrepro rehearsal-check``): read what the stages wrote, fail naming the cause.
+"""The rehearsal's checks (``irrepro tools rehearsal-check``): read what the stages wrote, fail naming the cause.
 
 Each check returns a list of problems (strings naming the file and the cause); an empty list
 passes. :func:`run_checks` runs them all and writes a markdown section for the report.
@@ -6,7 +6,7 @@ passes. :func:`run_checks` runs them all and writes a markdown section for the r
 * ``fp32 trainables``: every tensor of every saved adapter (``adapter_model.safetensors`` of the
   reranker and TOD checkpoints and ``final/``) is F32: the LoRA weights and the score head are
   the trainable parameters, saved in the dtype they trained in. A half-precision tensor means
-  the fp32 rule (:func:`irrepro.rerank.precision.fp32_trainables` / ``fp32_head``) did not run.
+  the fp32 rule (:func:`irrepro.lora.precision.fp32_trainables` / :func:`irrepro.rerank.precision.fp32_head`) did not run.
 * ``finite``: every logged loss / grad norm of every ``train_summary.json``, every adapter
   tensor and every score of every reranking / ablation run is finite.
 * ``titles``: every training passage with a title (after :func:`irrepro.rerank.inputs.
@@ -57,7 +57,7 @@ def check_fp32_trainables(root: Path, p: str) -> list[str]:
         if bad:
             name, dtype = next(iter(sorted(bad.items())))
             out.append(f"{f.relative_to(root)}: {len(bad)} trainable tensor(s) not fp32, e.g. {name} is {dtype} "
-                       "(fp32 trainables rule: irrepro.rerank.precision.fp32_trainables / fp32_head)")
+                       "(fp32 trainables rule: irrepro.lora.precision.fp32_trainables / irrepro.rerank.precision.fp32_head)")
     return out
 
 

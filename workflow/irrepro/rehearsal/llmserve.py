@@ -1,4 +1,4 @@
-"""An OpenAI-compatible chat-completions server on 127.0.0.1 for the rehearsal (``irrepro llm-serve``).
+"""An OpenAI-compatible chat-completions server on 127.0.0.1 for the rehearsal (``irrepro tools llm-serve``).
 
 The rehearsal runs SynTOD generation and judging through the paper route's
 :class:`~irrepro.syntod.llm.OpenAIChatBackend` (key and URL from the environment, retries,

@@ -48,8 +48,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
+from ..checks import check_adapter_dir
 from ..progress import progress
-from ..trec import ranked, read_run, read_topics, write_run
+from ..trec import read_run, read_topics, write_run
 from ..sidecar import portable_path
 from ..utils import atomic_path
 from .evaluate import (
@@ -58,10 +59,11 @@ from .evaluate import (
     _as,
     _candidates_fingerprint,
     _read_meta,
+    candidate_passages,
     check_active_adapter,
     head_labels_of,
     load_base,
-    load_passages,
+    require_keys,
 )
 from .hub import resolve_adapter
 from .score import _pad_token_id, candidates, encode_pairs, score_encoded, to_run
@@ -252,15 +254,12 @@ def sweep(
     out_dir = Path(out_dir)
     if not datasets:
         raise ValueError("no datasets to ablate on")
-    for name, spec in datasets.items():
-        missing = [k for k in ("topics", "run") if k not in spec]
-        if missing:
-            raise KeyError(f"dataset {name!r}: missing {missing}")
+    require_keys(datasets, ("topics", "run"))
+    if not str(adapter).startswith("hf:"):  # a truncated weights file, named before any work
+        check_adapter_dir(adapter)
     ds = {name: {"topics": _as(spec["topics"], read_topics), "run": _as(spec["run"], read_run)}
           for name, spec in datasets.items()}
-    if isinstance(passages, (str, os.PathLike)):
-        wanted = {d for x in ds.values() for q in x["run"] for d, _ in ranked(x["run"][q])[:depth]}
-        passages = load_passages(passages, wanted)
+    passages = candidate_passages(passages, [x["run"] for x in ds.values()], depth)
     path = resolve_adapter(adapter)
     adapter_fp = _adapter_fingerprint(path)
 

@@ -44,6 +44,7 @@ import random
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from ..jsonl import json_lines
 from ..utils import atomic_path
 from .inputs import PAD_MULTIPLE, clean_title, encode_texts, format_pair, max_length, pad_rows
 
@@ -207,38 +208,20 @@ def read_groups(path: str | os.PathLike) -> list[dict]:
     ``negative_passages`` list (may be empty only if training uses ``group_size`` 1).
     """
     path = Path(path)
-    opener = gzip.open if path.name.endswith(".gz") else open
     records = []
-    lineno = 0
-    try:
-        fh = opener(path, "rt", encoding="utf-8")
-    except OSError as exc:
-        raise GroupFormatError(path, 0, f"cannot read file: {exc.strerror or exc}") from exc
-    with fh:
-        try:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise GroupFormatError(path, lineno, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
-                if not isinstance(rec, dict):
-                    raise GroupFormatError(path, lineno, f"expected a JSON object, got {type(rec).__name__}")
-                for key in ("query_id", "query", "positive_passages"):
-                    if key not in rec:
-                        raise GroupFormatError(path, lineno, f"missing field {key!r}")
-                if not isinstance(rec["query"], str):
-                    raise GroupFormatError(path, lineno, "'query' must be a string")
-                for field in ("positive_passages", "negative_passages"):
-                    problem = _check_passages(rec.get(field) or [], field)
-                    if problem:
-                        raise GroupFormatError(path, lineno, problem)
-                if not rec["positive_passages"]:
-                    raise GroupFormatError(path, lineno, "'positive_passages' is empty")
-                records.append(_normalise(rec))
-        except (UnicodeDecodeError, EOFError, gzip.BadGzipFile) as exc:
-            raise GroupFormatError(path, lineno + 1, f"cannot decode: {exc}") from exc
+    for lineno, rec in json_lines(path, error=GroupFormatError):
+        for key in ("query_id", "query", "positive_passages"):
+            if key not in rec:
+                raise GroupFormatError(path, lineno, f"missing field {key!r}")
+        if not isinstance(rec["query"], str):
+            raise GroupFormatError(path, lineno, "'query' must be a string")
+        for field in ("positive_passages", "negative_passages"):
+            problem = _check_passages(rec.get(field) or [], field)
+            if problem:
+                raise GroupFormatError(path, lineno, problem)
+        if not rec["positive_passages"]:
+            raise GroupFormatError(path, lineno, "'positive_passages' is empty")
+        records.append(_normalise(rec))
     return records
 
 

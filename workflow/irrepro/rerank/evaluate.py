@@ -45,6 +45,8 @@ from ..utils import atomic_path
 from .hub import head_labels as hub_head_labels
 from .hub import resolve_adapter
 from .score import _pad_token_id, candidates, encode_pairs, score_encoded, to_run
+from ..checks import check_adapter_dir, loading
+from ..jsonl import json_lines
 from ..errors import InputError
 
 log = logging.getLogger("irrepro.rerank.evaluate")
@@ -86,7 +88,7 @@ def load_base(base: PathLike, *, device: str | None = None, dtype: Any = "auto",
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from .model import load_tokenizer
+    from ..lora.model import load_tokenizer
     from .precision import fp32_head
     from .score import _DTYPE_NAMES
 
@@ -100,7 +102,8 @@ def load_base(base: PathLike, *, device: str | None = None, dtype: Any = "auto",
     else:
         raise ValueError(f"unknown dtype {dtype!r}; use 'auto', 'float32', 'bfloat16' or 'float16'")
     tok_arg = token or os.environ.get("HF_TOKEN") or False
-    tokenizer = load_tokenizer(base, tok_arg)
+    with loading(base, "tokenizer"):
+        tokenizer = load_tokenizer(base, tok_arg)
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=int(num_labels), dtype=weights,
                                                                token=tok_arg)
@@ -137,27 +140,20 @@ def load_passages(path: PathLike, docids: set[str] | None = None) -> dict[str, A
     """
     out: dict[str, Any] = {}
     first: dict[str, int] = {}
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"not a JSON passage: {exc.msg} (column {exc.colno})", file=path, line=lineno) from None
-            try:
-                docid, text = str(rec["id"]), rec["contents"]
-            except (KeyError, TypeError) as exc:
-                raise ValueError(f"{path}:{lineno}: expected keys 'id' and 'contents', missing {exc}") from None
-            if docid in first:  # the later text would win silently and reach training / scoring
-                raise InputError(f"duplicate passage id {docid!r}", file=path, line=lineno,
-                                 hint=f"first on line {first[docid]}")
-            first[docid] = lineno
-            if docids is None or docid in docids:
-                if "title" in rec:
-                    out[docid] = {"title": rec["title"] or "", "text": rec.get("text", text)}
-                else:
-                    out[docid] = text
+    for lineno, rec in json_lines(path):
+        try:
+            docid, text = str(rec["id"]), rec["contents"]
+        except KeyError as exc:
+            raise InputError(f"expected keys 'id' and 'contents', missing {exc}", file=path, line=lineno) from None
+        if docid in first:  # the later text would win silently and reach training / scoring
+            raise InputError(f"duplicate passage id {docid!r}", file=path, line=lineno,
+                             hint=f"first on line {first[docid]}")
+        first[docid] = lineno
+        if docids is None or docid in docids:
+            if "title" in rec:
+                out[docid] = {"title": rec["title"] or "", "text": rec.get("text", text)}
+            else:
+                out[docid] = text
     return out
 
 
@@ -279,6 +275,24 @@ def _as(value, reader):
     return reader(value) if isinstance(value, (str, os.PathLike)) else value
 
 
+def require_keys(datasets: Mapping[str, Mapping[str, Any]], keys: Sequence[str]) -> None:
+    """Every dataset spec has ``keys`` (a KeyError naming the dataset and the missing ones)."""
+    for name, spec in datasets.items():
+        missing = [k for k in keys if k not in spec]
+        if missing:
+            raise KeyError(f"dataset {name!r}: missing {missing}")
+
+
+def candidate_passages(passages: Mapping[str, Any] | PathLike, runs: Sequence[Mapping[str, Mapping[str, float]]],
+                       depth: int) -> Mapping[str, Any]:
+    """``passages`` as given, or read from a JsonCollection path: only the passages of the
+    runs' top-``depth`` (streams the 8.8M-passage corpus)."""
+    if not isinstance(passages, (str, os.PathLike)):
+        return passages
+    wanted = {d for run in runs for q in run for d, _ in ranked(run[q])[:depth]}
+    return load_passages(passages, wanted)
+
+
 def _tag(label: str, step: int) -> str:
     return re.sub(r"\s+", "_", f"{label}.step-{step}")
 
@@ -325,13 +339,14 @@ def evaluate_checkpoints(
         raise ValueError(f"duplicate checkpoint steps {dup}: run files are named by step; use one runs_dir per config")
     if not adapters:
         raise ValueError("no adapters to evaluate")
+    for _, _, spec in adapters:  # a truncated weights file or config, named before any work
+        if not str(spec).startswith("hf:"):
+            check_adapter_dir(spec)
 
     # ---- data, read once
     ds: dict[str, dict] = {}
+    require_keys(datasets, ("topics", "qrels", "run", "rel_level"))
     for name, spec in datasets.items():
-        missing = [k for k in ("topics", "qrels", "run", "rel_level") if k not in spec]
-        if missing:
-            raise KeyError(f"dataset {name!r}: missing {missing}")
         first = _as(spec["run"], read_run)
         ds[name] = {
             "topics": _as(spec["topics"], read_topics),
@@ -345,9 +360,7 @@ def evaluate_checkpoints(
         if unknown:
             raise ValueError(f"dataset {name!r}: steps {unknown} are not among the adapters' steps {sorted(steps)}")
     ds = {name: x for name, x in ds.items() if x["steps"]}  # a dataset scheduled for no checkpoint
-    if isinstance(passages, (str, os.PathLike)):
-        wanted = {d for x in ds.values() for q in x["run"] for d, _ in ranked(x["run"][q])[:depth]}
-        passages = load_passages(passages, wanted)
+    passages = candidate_passages(passages, [x["run"] for x in ds.values()], depth)
 
     # ---- adapters: resolve (hub specs -> cache dirs) and fingerprint
     resolved = []
@@ -364,9 +377,10 @@ def evaluate_checkpoints(
 
     def tokenizer():
         if state["tokenizer"] is None:
-            from .model import load_tokenizer
+            from ..lora.model import load_tokenizer
 
-            state["tokenizer"] = load_tokenizer(base, os.environ.get("HF_TOKEN") or False)
+            with loading(base, "tokenizer"):
+                state["tokenizer"] = load_tokenizer(base, os.environ.get("HF_TOKEN") or False)
         return state["tokenizer"]
 
     def switcher():

@@ -6,7 +6,7 @@ An architecture that is not in the table is an error, never a silently empty ada
 
 from __future__ import annotations
 
-TARGET_SETS = ("mha", "mlp", "all")
+from ..vocab import TARGETS as TARGET_SETS
 
 # model_type (transformers config) -> family name used in params and paths
 FAMILY_OF_MODEL_TYPE = {"llama": "llama", "mistral": "mistral", "gpt_neox": "pythia"}

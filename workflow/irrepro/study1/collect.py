@@ -9,7 +9,7 @@ from pathlib import Path
 from ..utils import atomic_path
 from . import config_name, grid
 from .reranking import eval_datasets
-from ..checks import judged_coverage
+from ..checks import JUDGED_KEY, judged_coverage
 from ..errors import InputError
 
 log = logging.getLogger("irrepro.study1")
@@ -19,7 +19,8 @@ def collect(P: dict, raw: str, bm25_runs: str, rerank_runs: str,
             out_tex: str | None = None) -> list[dict]:
     """Evaluate every checkpoint run of every config with ranx: one tidy table
     (config x step x dataset x metric), the final checkpoints' metrics (DVC metrics, next to
-    BM25 in the report), paired significance tests of the final checkpoints vs BM25 and each
+    BM25 in the report; each dataset also carries the judged queries its run answers,
+    ``judged_queries: {found, expected}``), paired significance tests of the final checkpoints vs BM25 and each
     other (p-values adjusted by ``rerank.p_adjust`` over all pairs per dataset and metric; the
     tables as markdown ``out_md`` and, if given, LaTeX ``out_tex``) and, if ``out_plot`` is
     given, a CSV of the final metrics for ``dvc plots`` (one row per config and dataset).
@@ -35,7 +36,7 @@ def collect(P: dict, raw: str, bm25_runs: str, rerank_runs: str,
     R = P["rerank"]
     datasets = eval_datasets(P, raw, bm25_runs)
     qrels = {name: read_qrels(d["qrels"]) for name, d in datasets.items()}
-    rows, final = [], {}
+    rows, final, coverage = [], {}, {}
     for cfg in (config_name(*c) for c in grid(P)):
         steps = {name: _run_steps(Path(rerank_runs) / cfg / name, cfg) for name in datasets}
         final[cfg] = max(max(steps[name]) for name in R["checkpoint_datasets"])
@@ -64,7 +65,7 @@ def collect(P: dict, raw: str, bm25_runs: str, rerank_runs: str,
             for step in steps[name]:
                 path = Path(rerank_runs) / cfg / name / f"step-{step}.trec"
                 run = read_run(path)
-                judged_coverage(run, qrels[name], path, P["evaluate"]["min_judged_fraction"])
+                coverage[cfg, step, name] = judged_coverage(run, qrels[name], path, P["evaluate"]["min_judged_fraction"])
                 agg, _ = evaluate_run(qrels[name], run, P["evaluate"]["metrics"], d["rel_level"])
                 rows += [dict(config=cfg, step=step, dataset=name, metric=m, value=v) for m, v in agg.items()]
     log.info("evaluated %d runs of %d configs", len(rows) // len(P["evaluate"]["metrics"]), len(final))
@@ -75,7 +76,9 @@ def collect(P: dict, raw: str, bm25_runs: str, rerank_runs: str,
     metrics: dict = {}
     for r in rows:
         if r["step"] == final[r["config"]]:
-            metrics.setdefault(f"rerank-{r['config']}", {}).setdefault(r["dataset"], {})[r["metric"]] = round(r["value"], 4)
+            by_metric = metrics.setdefault(f"rerank-{r['config']}", {}).setdefault(r["dataset"], {})
+            by_metric[r["metric"]] = round(r["value"], 4)
+            by_metric[JUDGED_KEY] = coverage[r["config"], r["step"], r["dataset"]]  # the flag beside the metrics
     with atomic_path(out_json) as tmp:
         tmp.write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
     if out_plot is not None:

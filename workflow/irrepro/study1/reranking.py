@@ -27,13 +27,13 @@ def checkpoints(adapter_dir: str | os.PathLike) -> list[tuple[int, Path]]:
     """``[(step, path)]`` of the ``checkpoint-<step>`` adapters to score, by step.
 
     Every such directory must hold a complete adapter: one written by our training
-    (``trainer_state.json`` present) must pass :func:`irrepro.rerank.train.is_complete_adapter`,
+    (``trainer_state.json`` present) must pass :func:`irrepro.lora.checkpoints.is_complete_adapter`,
     which older checkpoints whose optimizer/scheduler state was pruned do (they are scored like
     the newest); a directory without ``trainer_state.json`` (an adapter saved by other code)
     needs the adapter config and weights. Anything else is an error naming the directory:
     a curve point silently missing, or another checkpoint silently taken as the final one,
     would be worse. Nothing is ever deleted here."""
-    from ..rerank.train import is_complete_adapter
+    from ..lora.checkpoints import is_complete_adapter
 
     found, broken = [], []
     if not Path(adapter_dir).is_dir():

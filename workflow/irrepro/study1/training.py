@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from pathlib import Path
 
 from ..datasets import get, source_path
 from .bases import resolve_base
-from ..rundir import publish_work_dir
 
 log = logging.getLogger("irrepro.study1")
 
@@ -40,46 +38,17 @@ def build_train_groups(P: dict, raw: str, runs: str, corpus: str, out: str) -> i
 
 # --------------------------------------------------------------------------- finetune
 def finetune(P: dict, family: str, rank: int, targets: str, base: str, groups: str, out: str) -> dict:
-    """Train one config. Checkpoints accumulate in ``<out>.partial`` (kept across crashes,
-    so a rerun resumes from the newest complete one) and the finished directory is moved
-    onto ``out`` at the end: runners that delete a job's outputs before rerunning it
-    (Snakemake) never delete the checkpoints a resume needs."""
-    from ..rerank.train import finetune as _finetune
+    """Train one config with the settings of params ``finetune``
+    (:class:`irrepro.lora.config.RerankTraining`). Checkpoints accumulate in ``<out>.partial``
+    (kept across crashes, so a rerun resumes from the newest complete one) and the finished
+    directory is moved onto ``out`` at the end (:func:`irrepro.lora.run.train_in_work_dir`)."""
+    from ..lora.config import RerankTraining
+    from ..lora.run import train_in_work_dir
+    from ..rerank.train import finetune as finetune_reranker
 
-    F = P["finetune"]
-    out = Path(out)
-    work = out.with_name(out.name + ".partial")
-    summary = _finetune(
-        resolve_base(base),
-        groups,
-        work,
-        rank=rank,
-        targets=targets,
-        alpha=F["lora_alpha"],
-        dropout=F["lora_dropout"],
-        lr=F["lr"],
-        epochs=F["epochs"],
-        max_steps=F["max_steps"],
-        queries_per_device=F["queries_per_device"],
-        grad_accum=F["grad_accum"],
-        group_size=F["group_size"],
-        qmax=F["query_max_len"],
-        pmax=F["passage_max_len"],
-        save_steps=F["save_steps"],
-        warmup_ratio=F["warmup_ratio"],
-        bf16=F["bf16"],
-        gradient_checkpointing=F["gradient_checkpointing"],
-        base_dtype=F["base_dtype"],
-        head_labels=F["head_labels"],
-        seed=F["seed"],
-        threads=F["threads"],
-        token=os.environ.get("HF_TOKEN") or None,
-        # optional TensorBoard events: a log beside the job's log, never inside the output
-        report_to=F.get("report_to", "none"),
-        logging_dir=Path("logs") / P["profile"] / "tensorboard" / out.name,
-    )
-    from ..launch import is_main_process
-
-    if is_main_process():  # in a multi-process launch only rank 0 publishes the directory
-        publish_work_dir(work, out)
-    return summary
+    settings = RerankTraining.from_params(P["finetune"], "finetune")
+    # optional TensorBoard events: a log beside the job's log, never inside the output
+    logging_dir = Path("logs") / P["profile"] / "tensorboard" / Path(out).name
+    return train_in_work_dir(out, lambda work: finetune_reranker(
+        resolve_base(base), groups, work, rank=rank, targets=targets, token=os.environ.get("HF_TOKEN") or None,
+        logging_dir=logging_dir, **settings.kwargs()))

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 
 from ..utils import atomic_path
-from .llm import Backend, _check_messages
+from .llm.base import Backend, check_messages
 from ..secrets import redact_obj
 
 log = logging.getLogger("irrepro.syntod.cache")
@@ -63,7 +63,7 @@ class CachedBackend(Backend):
 
     def chat(self, messages: list[dict], *, temperature: float | None = None, max_tokens: int | None = None,
              seed: int | None = None, json_mode: bool = False, meta: dict | None = None) -> str:
-        _check_messages(messages)
+        check_messages(messages)
         sampling = self.inner.sampling(temperature, max_tokens, seed)
         key, request = request_key(self.inner, messages, sampling, json_mode, meta)
         path = self.path_for(key)

@@ -32,7 +32,7 @@ Outputs are tidy rows ``{test_set, scorer, metric, value, n}`` (``strict``: :dat
 ``n`` = scored user turns for intent/slot/JSON metrics, judged responses for relevance,
 conversations for ``conversations``; ``original``: :data:`ORIGINAL_METRICS`, ``n`` = the
 turns that scorer kept) and per-turn prediction records for a JSONL file. :func:`evaluate_stage`
-and :func:`collect_stage` are the drivers of ``irrepro syntod-evaluate`` / ``syntod-collect``.
+and :func:`collect_stage` are the drivers of ``irrepro evaluate-tod`` / ``syntod-collect``.
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..utils import atomic_path
-from .format import Conversation, parse_annotation, system_turn_examples, user_turn_examples
+from ..vocab import METHODS
+from .format import Conversation, system_turn_examples, user_turn_examples
 from .judge import original_history
 from .metrics import ORIGINAL_INTENT_FOLD, relevance_agreement, tod_scores
 from .tod import INTENT_PREFIX
@@ -63,7 +64,6 @@ PUBLISHED = {
     "ecommerce": {"published_gemini": "syntod_ecommerce_test_gemini", "published_llama": "syntod_ecommerce_test_llama"},
 }
 HELDOUT = "heldout"
-METHODS = ("graph", "naive")
 EVAL_KEYS = ("max_conversations", "max_new_tokens_intent", "max_new_tokens_response", "batch_size", "max_len",
              "responses_per_conversation", "scorers", "original_max_tokens")
 SCORERS = ("strict", "original")
@@ -479,7 +479,7 @@ def evaluate_stage(P: Mapping, domain: str, method: str, base: str, adapter: str
 
     S, E = _eval_params(P)
     if method not in METHODS:
-        raise ValueError(f"syntod-evaluate: method must be one of {list(METHODS)}, got {method!r}")
+        raise ValueError(f"evaluate-tod: method must be one of {list(METHODS)}, got {method!r}")
     if heldout is not None and not Path(heldout).is_file():
         raise InputError("held-out conversations not found", file=heldout, hint="run syntod-generate first")
     if adapter is not None:  # named before the base model and the test sets are loaded
@@ -524,7 +524,7 @@ def evaluate_stage(P: Mapping, domain: str, method: str, base: str, adapter: str
     _write_jsonl(predictions, out_predictions)
     with atomic_path(out_json) as tmp:
         tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    log.info("syntod-evaluate %s/%s: %d rows, %d predictions -> %s", domain, method, len(rows), len(predictions),
+    log.info("evaluate-tod %s/%s: %d rows, %d predictions -> %s", domain, method, len(rows), len(predictions),
              out_json)
     return doc
 

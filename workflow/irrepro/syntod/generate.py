@@ -84,8 +84,8 @@ FIELDS = {
     "system_system": SYSTEM_FIELDS, "system_turn": SYSTEM_FIELDS | {"instruction"}, "system": SYSTEM_FIELDS,
     "naive": {"bot_name", "bot_description", "domain", "domain_topic", "header", "intents", "n_turns", "item_title",
               "item_description"},
-    "judge_system": {"context", "reference", "candidate"}, "judge": {"context", "reference", "candidate"},
 }
+TOP_LEVEL_TEMPLATES = ("user_system", "user_turn", "system_system", "system_turn", "naive")
 BLOCKS = ("suggestions", "results", "recipe")
 # system template field -> the offline simulator's meta key it feeds
 GROUNDING_META = {"results": "results", "query": "query", "step_text": "step",
@@ -134,7 +134,14 @@ class Prompts:
         self.blocks: dict[str, list[str]] = {}
         if not isinstance(data, dict) or not isinstance(data.get("domains"), dict):
             raise PromptError(f"{source}: expected a mapping with 'domains' and the templates")
-        for key in ("user_system", "user_turn", "system_system", "system_turn", "naive", "judge_system", "judge"):
+        # only generation prompts: the fingerprint of the conversations hashes this whole mapping,
+        # so a judge prompt here would regenerate them (judge prompts: judge_prompts.yaml)
+        unknown = sorted(set(data) - {"version", "domains", *TOP_LEVEL_TEMPLATES, *data["domains"]})
+        if unknown:
+            raise PromptError(f"{source}: unknown top-level key(s) {unknown}: a generation prompts file holds "
+                              f"version, domains, {', '.join(TOP_LEVEL_TEMPLATES)} and one section per domain (the "
+                              f"judge's prompts are in judge_prompts.yaml)")
+        for key in TOP_LEVEL_TEMPLATES:
             self._add(key, data.get(key), FIELDS[key])
         for domain, spec in data["domains"].items():
             if not isinstance(spec, dict) or not {"bot_name", "description"} <= set(spec):
@@ -333,7 +340,7 @@ def _facts_lines(item) -> list[str]:
 def build_catalog_index(items: Sequence, out_dir: str | os.PathLike, threads: int = 1) -> Path:
     """BM25 index of a domain catalog under ``out_dir`` (``corpus.jsonl`` + ``index/``), built
     once: an index whose corpus fingerprint matches ``items`` is reused. Returns the index dir."""
-    from ..bm25 import _write_jsonl, build_index
+    from ..bm25 import build_index, write_corpus_jsonl
 
     out = Path(out_dir)
     docs = [(it.id, catalog_text(it)) for it in items]
@@ -343,7 +350,7 @@ def build_catalog_index(items: Sequence, out_dir: str | os.PathLike, threads: in
         log.info("catalog index %s is up to date (%d items)", index, len(docs))
         return index
     out.mkdir(parents=True, exist_ok=True)
-    _write_jsonl(docs, out / "corpus.jsonl")
+    write_corpus_jsonl(docs, out / "corpus.jsonl")
     build_index(str(out / "corpus.jsonl"), str(index), threads)
     with atomic_path(stamp) as tmp:
         tmp.write_text(digest + "\n")

@@ -59,13 +59,13 @@ import yaml
 from ..yamlio import YAMLInputError, load_yaml
 
 from ..utils import atomic_path
+from ..vocab import DOMAINS
 
 log = logging.getLogger("irrepro.syntod.graph")
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 GRAPH_DIR = PACKAGE_DIR / "resources" / "syntod"
 SCHEMA_PATH = PACKAGE_DIR.parent / "schemas" / "syntod_graph.schema.yaml"
-DOMAINS = ("cooking", "ecommerce")
 
 SYSTEM_EFFECTS = {"show_page"}
 STEP_EFFECTS = {"step_begin", "step_next", "step_goto"}

@@ -58,7 +58,7 @@ import yaml
 
 from ..yamlio import load_yaml
 
-from .llm import Backend, LLMError, chat_json
+from .llm import BACKEND_KINDS, Backend, LLMError, all_spec_keys, chat_json, kind_keys, make_backend
 
 log = logging.getLogger("irrepro.syntod.judge")
 
@@ -74,6 +74,9 @@ PROMPT_STYLES = {"original": {"user": {"history", "response", "groundtruth"}},
 ORIGINAL_ROLES = {"human": "user", "assistant": "system", "results": "retriever", "suggestions": "suggestions"}
 ID_KEYS = ("conversation_id", "conversation", "id")
 TURN_KEYS = ("turn", "turn_index")
+HEURISTIC_KEYS = ("good", "related", "context", "min_tokens")  # HeuristicJudge's thresholds
+# a judge is the heuristic or an LLM backend (the offline simulator answers no judge request)
+JUDGE_KINDS = ("heuristic", *(k for k in BACKEND_KINDS if k != "offline"))
 
 
 def content_tokens(text: str) -> list[str]:
@@ -159,19 +162,15 @@ def make_judge(spec: dict, cache_dir: str | os.PathLike | None = None) -> Backen
     transformers (an LLM backend spec for :func:`irrepro.syntod.llm.make_backend`). Keys that
     belong to the other kinds are dropped (one params spec serves both profiles); keys no
     kind knows are an error."""
-    from .llm import SPEC_KEYS, make_backend
-
     kind = spec.get("kind")
-    if kind not in ("heuristic", "openai", "transformers"):
-        raise ValueError(f"judge spec: kind must be heuristic | openai | transformers, got {kind!r}")
-    heuristic = {"good", "related", "context", "min_tokens"}
-    unknown = sorted(set(spec) - {"kind"} - heuristic - set().union(*SPEC_KEYS.values()))
+    if kind not in JUDGE_KINDS:
+        raise ValueError(f"judge spec: kind must be {' | '.join(JUDGE_KINDS)}, got {kind!r}")
+    unknown = sorted(set(spec) - {"kind", *HEURISTIC_KEYS} - all_spec_keys())
     if unknown:
         raise ValueError(f"judge spec: unknown key(s) {unknown}")
     if kind == "heuristic":
-        return HeuristicJudge(**{k: v for k, v in spec.items() if k in heuristic})
-    allowed = SPEC_KEYS["common"] | SPEC_KEYS[kind]
-    return make_backend({k: v for k, v in spec.items() if k in allowed}, cache_dir)
+        return HeuristicJudge(**{k: v for k, v in spec.items() if k in HEURISTIC_KEYS})
+    return make_backend({k: v for k, v in spec.items() if k in kind_keys(kind)}, cache_dir)
 
 
 def load_judge_prompts(path: str | os.PathLike | None = None) -> dict[str, dict[str, str]]:

@@ -30,61 +30,25 @@ import os
 import shutil
 from pathlib import Path
 
+from ..vocab import METHODS
+
 log = logging.getLogger("irrepro.syntod.stages")
-
-FINETUNE_KEYS = ("rank", "targets", "lora_alpha", "lora_dropout", "lr", "epochs", "max_steps", "batch_size",
-                 "grad_accum", "max_len", "save_steps", "warmup_ratio", "lr_scheduler", "max_grad_norm",
-                 "group_by_length", "bf16", "gradient_checkpointing", "seed", "threads")
-
 
 def finetune_tod_stage(P: dict, base: str, train: str, out: str) -> dict:
     """LoRA SFT of the TOD model on ``train`` (SynTOD text JSONL) with the knobs of
-    ``P["syntod"]["finetune"]`` (plus an optional ``loss_on``). Checkpoints accumulate in
-    ``<out>.partial`` (kept across crashes, so a rerun resumes) and the finished directory
-    is moved onto ``out``, as for the reranker (:func:`irrepro.study1.training.finetune`)."""
-    from ..launch import is_main_process
+    ``P["syntod"]["finetune"]`` (:class:`irrepro.lora.config.TodTraining`; ``loss_on``
+    optional). Checkpoints accumulate in ``<out>.partial`` (kept across crashes, so a rerun
+    resumes) and the finished directory is moved onto ``out``, as for the reranker
+    (:func:`irrepro.lora.run.train_in_work_dir`)."""
+    from ..lora.config import TodTraining
+    from ..lora.run import train_in_work_dir
     from ..study1.bases import resolve_base
-    from .tod import DEFAULT_LOSS_ON, finetune_tod
+    from .tod import finetune_tod
 
-    F = (P.get("syntod") or {}).get("finetune")
-    if not isinstance(F, dict):
-        raise ValueError("params: section syntod.finetune is missing")
-    missing = [k for k in FINETUNE_KEYS if k not in F]
-    if missing:
-        raise ValueError(f"params: syntod.finetune lacks {', '.join(missing)}")
-    out = Path(out)
-    work = out.with_name(out.name + ".partial")
-    summary = finetune_tod(
-        resolve_base(base),
-        train,
-        work,
-        rank=F["rank"],
-        targets=F["targets"],
-        alpha=F["lora_alpha"],
-        dropout=F["lora_dropout"],
-        lr=F["lr"],
-        epochs=F["epochs"],
-        max_steps=F["max_steps"],
-        batch_size=F["batch_size"],
-        grad_accum=F["grad_accum"],
-        max_len=F["max_len"],
-        save_steps=F["save_steps"],
-        warmup_ratio=F["warmup_ratio"],
-        lr_scheduler=F["lr_scheduler"],
-        max_grad_norm=F["max_grad_norm"],
-        group_by_length=F["group_by_length"],
-        bf16=F["bf16"],
-        gradient_checkpointing=F["gradient_checkpointing"],
-        seed=F["seed"],
-        threads=F["threads"],
-        loss_on=F.get("loss_on", DEFAULT_LOSS_ON),
-        token=os.environ.get("HF_TOKEN") or None,
-    )
-    if is_main_process():  # in a multi-process launch only rank 0 publishes the directory
-        from ..rundir import publish_work_dir
-
-        publish_work_dir(work, out)
-        log.info("finetune_tod: %d steps -> %s", summary["steps"], out)
+    settings = TodTraining.from_params((P.get("syntod") or {}).get("finetune"), "syntod.finetune")
+    summary = train_in_work_dir(out, lambda work: finetune_tod(
+        resolve_base(base), train, work, token=os.environ.get("HF_TOKEN") or None, **settings.kwargs()))
+    log.info("finetune_tod: %d steps -> %s", summary["steps"], out)
     return summary
 
 
@@ -107,16 +71,10 @@ def syntod_params(P: dict) -> dict:
 
 
 def llm_spec(spec: dict) -> dict:
-    """The keys of a params llm spec that its backend kind takes (see llm.make_backend)."""
-    from .llm import SPEC_KEYS
+    """The keys of a params llm spec that its backend kind takes (see llm.select_spec)."""
+    from .llm import select_spec
 
-    if not isinstance(spec, dict) or spec.get("kind") not in SPEC_KEYS or spec.get("kind") == "common":
-        raise ValueError(f"params: syntod.llm.kind must be openai | transformers | offline, got {spec!r:.100}")
-    unknown = sorted(set(spec) - set().union(*SPEC_KEYS.values()))
-    if unknown:
-        raise ValueError(f"params: syntod.llm: unknown key(s) {unknown}")
-    allowed = SPEC_KEYS["common"] | SPEC_KEYS[spec["kind"]]
-    return {k: v for k, v in spec.items() if k in allowed and v is not None}
+    return select_spec(spec, "params: syntod.llm")
 
 
 def walks_stage(P: dict, domain: str, seeds: str, out_walks: str, out_stats: str, index_dir: str | None = None) -> dict:
@@ -173,7 +131,7 @@ def generate_stage(P: dict, domain: str, method: str, walks: str | None, seeds: 
     from .llm import make_backend
 
     S = syntod_params(P)
-    if method not in ("graph", "naive"):
+    if method not in METHODS:
         raise ValueError(f"generate_stage: method must be graph or naive, got {method!r}")
     if method == "graph" and not walks:
         raise ValueError("generate_stage: method graph needs the walks file (--walks)")

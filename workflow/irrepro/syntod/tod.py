@@ -25,11 +25,12 @@ Which tokens carry loss (``loss_on``):
 
 Labels are -100 on padding and on the bos token in both modes.
 
-Output directory layout and crash-resume are those of the reranker
-(:mod:`irrepro.rerank.train`: ``finetune_config.json`` checked on resume,
-``checkpoint-{step}/``, ``final/``, ``train_summary.json`` written last; resume from the
-newest complete checkpoint, whose optimizer/scheduler state is the only one kept); the helpers
-are imported from there.
+Output directory layout and crash-resume are the shared LoRA harness's, as for the reranker
+(:mod:`irrepro.lora.run`: ``finetune_config.json`` checked on resume, ``checkpoint-{step}/``,
+``final/``, ``train_summary.json`` written last; resume from the newest complete checkpoint,
+whose optimizer/scheduler state is the only one kept, :mod:`irrepro.lora.checkpoints`); so are
+the pad token, dtype, checkpointing and precision rules (:mod:`irrepro.lora.model`,
+:mod:`irrepro.lora.precision`).
 
 Inference (:class:`TODModel`, :func:`teacher_forced`): greedy completion of gold-history
 prompts, e.g. ``... ### HUMAN: <utterance> ## `` (the model writes the intent/slot JSON)
@@ -55,6 +56,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from ..lora.model import (add_lora, enable_checkpointing, fit_pad_token, hf_token, load_tokenizer, parameter_counts,
+                          resolve_dtype)
 from ..progress import progress
 
 log = logging.getLogger("irrepro.syntod.tod")
@@ -144,23 +147,6 @@ def encode_conversation(tokenizer, text: str, max_len: int, loss_on: str = DEFAU
     return input_ids[:max_len], labels[:max_len], truncated
 
 
-def _length_grouping(on: bool) -> dict:
-    """TrainingArguments keys that switch length-grouped batches on (transformers < 5:
-    ``group_by_length``; 5.x: ``train_sampling_strategy="group_by_length"``)."""
-    import dataclasses
-
-    from transformers import TrainingArguments
-
-    fields = {f.name for f in dataclasses.fields(TrainingArguments)}
-    if "group_by_length" in fields:
-        return {"group_by_length": bool(on)}
-    if "train_sampling_strategy" in fields:
-        return {"train_sampling_strategy": "group_by_length"} if on else {}
-    if on:
-        raise ValueError("group_by_length: this transformers version has no length-grouped sampler")
-    return {}
-
-
 class _Collator:
     """Right-pads a batch of encoded conversations; labels are -100 on padding."""
 
@@ -185,27 +171,15 @@ class _Collator:
 # ---------------------------------------------------------------------------- model
 
 
-def _token_arg(token: str | None):
-    # only the argument or $HF_TOKEN; False stops huggingface_hub from using a stored login
-    return token or os.environ.get("HF_TOKEN") or False
-
-
 def _load_base_lm(src: str, dtype, tok_arg):
-    """``(causal LM, tokenizer)`` with the pad token chosen as for the reranker
-    (:func:`irrepro.rerank.model.load_tokenizer`); the embeddings grow only if a new pad
-    token does not fit them."""
+    """``(causal LM, tokenizer)`` with the shared pad-token rule
+    (:func:`irrepro.lora.model.load_tokenizer`); the embeddings grow only if a new pad token
+    does not fit them."""
     from transformers import AutoModelForCausalLM
 
-    from ..rerank.model import _resolve_dtype, load_tokenizer
-
     tokenizer = load_tokenizer(src, tok_arg)
-    model = AutoModelForCausalLM.from_pretrained(src, dtype=_resolve_dtype(dtype), token=tok_arg)
-    n_rows = model.get_input_embeddings().weight.shape[0]
-    if tokenizer.pad_token_id >= n_rows:
-        log.warning("added pad token %r does not fit the %d-row embedding matrix: resizing it",
-                    tokenizer.pad_token, n_rows)
-        model.resize_token_embeddings(len(tokenizer))
-    model.config.pad_token_id = tokenizer.pad_token_id
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=resolve_dtype(dtype), token=tok_arg)
+    fit_pad_token(model, tokenizer)
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
@@ -216,29 +190,23 @@ def load_tod_model(base: str | os.PathLike, rank: int, targets: str, alpha: floa
     """``(peft_model, tokenizer)``: the base causal LM with a fresh trainable LoRA adapter
     of ``rank`` on ``targets`` (mha | mlp | all, per family). Unknown architectures and
     missing target modules are errors (see :mod:`irrepro.rerank.targets`)."""
-    from peft import LoraConfig, TaskType, get_peft_model
+    from peft import TaskType
     from transformers import AutoConfig
 
     from ..rerank import targets as T
-    from ..rerank.model import _enable_checkpointing
-    from ..rerank.precision import fp32_trainables
 
     if int(rank) < 1:
         raise ValueError(f"LoRA rank must be >= 1, got {rank}")
-    src, tok_arg = str(base), _token_arg(token)
+    src, tok_arg = str(base), hf_token(token)
     family = T.family_of(AutoConfig.from_pretrained(src, token=tok_arg).model_type)
     names = T.target_modules(family, targets)
     model, tokenizer = _load_base_lm(src, dtype, tok_arg)
     T.check_modules_exist(model, names)
     model.config.use_cache = False  # training: no generation cache
     if gradient_checkpointing:
-        _enable_checkpointing(model)
-    lora = LoraConfig(task_type=TaskType.CAUSAL_LM, r=int(rank), lora_alpha=alpha, lora_dropout=dropout,
-                      target_modules=names, bias="none")
-    peft_model = get_peft_model(model, lora)
-    fp32_trainables(peft_model)  # the reranker's rule: trainables fp32, frozen base in its dtype
-    n_train = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
-    n_all = sum(p.numel() for p in peft_model.parameters())
+        enable_checkpointing(model)
+    peft_model = add_lora(model, TaskType.CAUSAL_LM, rank, alpha, dropout, names)  # trainables fp32
+    n_train, n_all = parameter_counts(peft_model)
     log.info("TOD model %s (%s): LoRA r=%d alpha=%s dropout=%s on %s; trainable %d / %d parameters",
              src, family, rank, alpha, dropout, names, n_train, n_all)
     return peft_model, tokenizer
@@ -289,10 +257,10 @@ def finetune_tod(
     newest complete checkpoint. Returns the summary written to
     ``out_dir/train_summary.json`` (``losses`` per logging step, ``steps``, ``checkpoints``,
     ``n_conversations``, ``n_truncated``, ``tokens_trained``, ``config``) plus the timings and
-    ``resumed_from``, which go to the run sidecar instead (:func:`irrepro.rerank.train.publish_run`).
+    ``resumed_from``, which go to the run sidecar instead (:func:`irrepro.lora.run.publish_run`).
     """
-    from ..rerank.train import (SUMMARY_NAME, KeepResumeStateInNewest, _check_config, _check_same, _training_arguments,
-                                publish_run, resume_point)
+    from ..lora.run import finished_summary, start_run, train_and_publish
+    from ..lora.trainer import length_grouping, lora_arguments
     from ..sidecar import portable_path
 
     if loss_on not in LOSS_ON:
@@ -312,23 +280,20 @@ def finetune_tod(
         "bf16": bool(bf16), "gradient_checkpointing": bool(gradient_checkpointing), "seed": seed, "loss_on": loss_on,
         "lr_scheduler": lr_scheduler, "max_grad_norm": max_grad_norm, "group_by_length": bool(group_by_length),
     }
-    summary_path = out / SUMMARY_NAME
-    if summary_path.exists():
-        done = json.loads(summary_path.read_text())
-        _check_same(out, done.get("config", {}), config)
-        log.info("finetune_tod: %s exists; nothing to do", summary_path)
+    done = finished_summary(out, config, "finetune_tod")
+    if done is not None:
         return done
 
     import torch
-    from transformers import Trainer, set_seed
+    from transformers import set_seed
+
+    from ..lora.trainer import GuardedTrainer, KeepResumeStateInNewest
 
     if threads:
         torch.set_num_threads(int(threads))
     t0 = time.time()
     texts = read_conversations(train_jsonl)
-    out.mkdir(parents=True, exist_ok=True)
-    _check_config(out, config)
-    resume, resume_step = resume_point(out)
+    run = start_run(out, config, t0)
 
     set_seed(seed)  # the LoRA A matrices are drawn from the global RNG
     model, tokenizer = load_tod_model(base, rank, targets, alpha=alpha, dropout=dropout, dtype=None,
@@ -347,48 +312,17 @@ def finetune_tod(
     if n_trained == 0:
         raise ValueError(f"{train_jsonl}: no token carries loss (loss_on={loss_on}, max_len={max_len})")
 
-    args = _training_arguments(
-        output_dir=str(out),
-        per_device_train_batch_size=batch_size,
-        gradient_accumulation_steps=grad_accum,
-        learning_rate=lr,
-        num_train_epochs=epochs,
-        max_steps=max_steps if max_steps and max_steps > 0 else -1,
-        warmup_ratio=warmup_ratio,
-        lr_scheduler_type=lr_scheduler,
-        max_grad_norm=max_grad_norm,
-        **_length_grouping(group_by_length),
-        optim="adamw_torch",
-        weight_decay=0.0,
-        bf16=bool(bf16),
-        logging_strategy="steps",
-        logging_steps=logging_steps,
-        save_strategy="steps",
-        save_steps=save_steps,
-        save_total_limit=None,
-        report_to="none",
-        remove_unused_columns=False,
-        label_names=["labels"],
-        dataloader_num_workers=0,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        seed=seed,
-        data_seed=seed,
-        disable_tqdm=True,
-        use_cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1,
+    args = lora_arguments(
+        out, batch_size=batch_size, grad_accum=grad_accum, lr=lr, epochs=epochs, max_steps=max_steps,
+        warmup_ratio=warmup_ratio, lr_scheduler=lr_scheduler, bf16=bf16, logging_steps=logging_steps,
+        save_steps=save_steps, seed=seed, label_names=["labels"],
+        max_grad_norm=max_grad_norm, **length_grouping(group_by_length),
     )
-    from ..rerank.precision import NonFiniteGuard
-
-    class GuardedTrainer(NonFiniteGuard, Trainer):  # stops on a NaN/inf loss, gradient or weight
-        pass
-
     trainer = GuardedTrainer(model=model, args=args, train_dataset=dataset,
                              data_collator=_Collator(tokenizer.pad_token_id), processing_class=tokenizer,
                              callbacks=[KeepResumeStateInNewest(), *(callbacks or [])], guard_label=f"finetune_tod {out.name}")
-    t_train = time.time()
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    return publish_run(trainer, result, out, t0=t0, train_time=time.time() - t_train, resume=resume,
-                       resume_step=resume_step, config=config,
-                       extra={"n_conversations": len(texts), "n_truncated": n_truncated, "tokens_trained": n_trained})
+    return train_and_publish(trainer, run, extra={"n_conversations": len(texts), "n_truncated": n_truncated,
+                                                  "tokens_trained": n_trained})
 
 
 # ---------------------------------------------------------------------------- inference
@@ -435,7 +369,7 @@ class TODModel:
 
         if threads:
             torch.set_num_threads(int(threads))
-        self.model, self.tokenizer = _load_base_lm(str(base), dtype, _token_arg(token))
+        self.model, self.tokenizer = _load_base_lm(str(base), dtype, hf_token(token))
         if adapter is not None:
             from peft import PeftModel
 
