@@ -90,7 +90,8 @@ pull: setup ## restore published outputs from the DVC remote (REMOTE=<name>), da
 paper-dry-run: setup ## list the paper profile's jobs (snakemake -n), no network
 	$(BIN)/snakemake -n --config profile=paper
 
-lint: setup ## snakefmt --check, snakemake --lint, dvc.yaml generated from the rules (python -m irrepro.dvcgen --check)
+lint: setup ## ruff check, snakefmt --check, snakemake --lint, dvc.yaml generated from the rules (python -m irrepro.dvcgen --check)
+	$(BIN)/ruff check workflow tests benchmarks notebooks/make_notebooks.py
 	$(BIN)/snakefmt --check Snakefile workflow/rules/
 	$(BIN)/snakemake --lint
 	$(BIN)/python -m irrepro.dvcgen --check

@@ -47,9 +47,28 @@ DOMAINS = ["cooking", "ecommerce"]
 METHODS = ["graph", "naive"]
 CODE = [f"workflow/pkg/mod{i}.py" for i in range(20)]
 CHANGED = "models/mini/lora/qwen-r4-qv/part-000.bin"  # the output file the incremental timing edits
-FT_KNOBS = ["lora_alpha", "lora_dropout", "lr", "epochs", "max_steps", "group_size", "queries_per_device",
-            "grad_accum", "query_max_len", "passage_max_len", "save_steps", "warmup_ratio", "bf16",
-            "base_dtype", "head_labels", "gradient_checkpointing", "seed", "threads", "launcher", "nproc_per_node"]
+FT_KNOBS = [
+    "lora_alpha",
+    "lora_dropout",
+    "lr",
+    "epochs",
+    "max_steps",
+    "group_size",
+    "queries_per_device",
+    "grad_accum",
+    "query_max_len",
+    "passage_max_len",
+    "save_steps",
+    "warmup_ratio",
+    "bf16",
+    "base_dtype",
+    "head_labels",
+    "gradient_checkpointing",
+    "seed",
+    "threads",
+    "launcher",
+    "nproc_per_node",
+]
 
 
 def _stage(cmd, deps, outs, params=("profile",), metrics=()):
@@ -73,64 +92,166 @@ def pipeline() -> tuple[dict, dict, dict]:
             shape[o.replace(p, "mini")] = s
 
     single("download", CODE[:2], [(f"data/{p}/raw", (16, 12_600_000))], ["profile", "data"])
-    single("corpus", [CODE[2], f"data/{p}/raw"], [(f"data/{p}/corpus/corpus.jsonl", (1, 5_000_000))], ["profile", "bm25.corpus"])
-    single("index", [CODE[2], CODE[3], f"data/{p}/corpus/corpus.jsonl"], [(f"data/{p}/index", (24, 8_000_000))], ["profile", "bm25.threads"])
-    single("bm25", [*CODE[2:5], f"data/{p}/index", f"data/{p}/raw"], [(f"runs/{p}/bm25", (6, 1_000_000))], ["profile", "bm25"])
-    single("evaluate", [CODE[5], f"data/{p}/raw", f"runs/{p}/bm25"], [(f"results/{p}/metrics/bm25_perquery.tsv", (1, 50_000))],
-           ["profile", "evaluate"], [(f"results/{p}/metrics/bm25.json", (1, 2_000))])
-    stages["base"] = {"foreach": "${finetune.families}", "do": _stage(
-        "echo base ${item}", [CODE[6], f"data/{p}/corpus/corpus.jsonl"], [f"models/{p}/base/${{item}}"], ["profile", "tiny"])}
+    single(
+        "corpus",
+        [CODE[2], f"data/{p}/raw"],
+        [(f"data/{p}/corpus/corpus.jsonl", (1, 5_000_000))],
+        ["profile", "bm25.corpus"],
+    )
+    single(
+        "index",
+        [CODE[2], CODE[3], f"data/{p}/corpus/corpus.jsonl"],
+        [(f"data/{p}/index", (24, 8_000_000))],
+        ["profile", "bm25.threads"],
+    )
+    single(
+        "bm25",
+        [*CODE[2:5], f"data/{p}/index", f"data/{p}/raw"],
+        [(f"runs/{p}/bm25", (6, 1_000_000))],
+        ["profile", "bm25"],
+    )
+    single(
+        "evaluate",
+        [CODE[5], f"data/{p}/raw", f"runs/{p}/bm25"],
+        [(f"results/{p}/metrics/bm25_perquery.tsv", (1, 50_000))],
+        ["profile", "evaluate"],
+        [(f"results/{p}/metrics/bm25.json", (1, 2_000))],
+    )
+    stages["base"] = {
+        "foreach": "${finetune.families}",
+        "do": _stage(
+            "echo base ${item}",
+            [CODE[6], f"data/{p}/corpus/corpus.jsonl"],
+            [f"models/{p}/base/${{item}}"],
+            ["profile", "tiny"],
+        ),
+    }
     for f in FAMILIES:
         shape[f"models/mini/base/{f}"] = (8, 3_000_000)
-    single("train_groups", [CODE[7], f"data/{p}/raw", f"runs/{p}/bm25"], [(f"data/{p}/train/groups.jsonl", (1, 2_000_000))], ["profile", "train_data"])
+    single(
+        "train_groups",
+        [CODE[7], f"data/{p}/raw", f"runs/{p}/bm25"],
+        [(f"data/{p}/train/groups.jsonl", (1, 2_000_000))],
+        ["profile", "train_data"],
+    )
     cfg = "${item.family}-r${item.rank}-${item.targets}"
     grid = {"family": "${finetune.families}", "rank": "${finetune.ranks}", "targets": "${finetune.targets}"}
     ft_params = ["profile", *(f"finetune.{k}" for k in FT_KNOBS)]
-    stages["finetune"] = {"matrix": dict(grid), **_stage(
-        f"echo finetune {cfg}", [*CODE[7:14], f"models/{p}/base/${{item.family}}", f"data/{p}/train/groups.jsonl"],
-        [f"models/{p}/lora/{cfg}"], ft_params)}
-    stages["rerank_eval"] = {"matrix": dict(grid), **_stage(
-        f"echo rerank {cfg}", [*CODE[9:16], f"models/{p}/base/${{item.family}}", f"models/{p}/lora/{cfg}",
-                               f"data/{p}/raw", f"runs/{p}/bm25", f"data/{p}/corpus/corpus.jsonl"],
-        [f"runs/{p}/rerank/{cfg}"], ["profile", "rerank", "finetune.max_steps"])}
+    stages["finetune"] = {
+        "matrix": dict(grid),
+        **_stage(
+            f"echo finetune {cfg}",
+            [*CODE[7:14], f"models/{p}/base/${{item.family}}", f"data/{p}/train/groups.jsonl"],
+            [f"models/{p}/lora/{cfg}"],
+            ft_params,
+        ),
+    }
+    stages["rerank_eval"] = {
+        "matrix": dict(grid),
+        **_stage(
+            f"echo rerank {cfg}",
+            [
+                *CODE[9:16],
+                f"models/{p}/base/${{item.family}}",
+                f"models/{p}/lora/{cfg}",
+                f"data/{p}/raw",
+                f"runs/{p}/bm25",
+                f"data/{p}/corpus/corpus.jsonl",
+            ],
+            [f"runs/{p}/rerank/{cfg}"],
+            ["profile", "rerank", "finetune.max_steps"],
+        ),
+    }
     for f in FAMILIES:
         for r in RANKS:
             for t in TARGETS:
                 shape[f"models/mini/lora/{f}-r{r}-{t}"] = (39, 1_250_000)
                 shape[f"runs/mini/rerank/{f}-r{r}-{t}"] = (7, 800_000)
-    single("collect", [CODE[14], f"data/{p}/raw", f"runs/{p}/bm25", f"runs/{p}/rerank"],
-           [(f"results/{p}/rerank_checkpoints.tsv", (1, 30_000))], ["profile", "rerank"], [(f"results/{p}/metrics/rerank.json", (1, 3_000))])
-    stages["ablate"] = {"matrix": {"family": "${ablate.families}", "rank": "${ablate.ranks}", "targets": "${ablate.targets}"}, **_stage(
-        f"echo ablate {cfg}", [CODE[15], f"models/{p}/base/${{item.family}}", f"models/{p}/lora/{cfg}", f"data/{p}/raw"],
-        [f"runs/{p}/ablate/{cfg}"], ["profile", "ablate.variants"])}
+    single(
+        "collect",
+        [CODE[14], f"data/{p}/raw", f"runs/{p}/bm25", f"runs/{p}/rerank"],
+        [(f"results/{p}/rerank_checkpoints.tsv", (1, 30_000))],
+        ["profile", "rerank"],
+        [(f"results/{p}/metrics/rerank.json", (1, 3_000))],
+    )
+    stages["ablate"] = {
+        "matrix": {"family": "${ablate.families}", "rank": "${ablate.ranks}", "targets": "${ablate.targets}"},
+        **_stage(
+            f"echo ablate {cfg}",
+            [CODE[15], f"models/{p}/base/${{item.family}}", f"models/{p}/lora/{cfg}", f"data/{p}/raw"],
+            [f"runs/{p}/ablate/{cfg}"],
+            ["profile", "ablate.variants"],
+        ),
+    }
     for r in RANKS:
         for t in TARGETS[:3]:
             shape[f"runs/mini/ablate/llama-r{r}-{t}"] = (20, 500_000)
-    single("ablate_collect", [CODE[15], f"runs/{p}/ablate"], [(f"results/{p}/ablation.tsv", (1, 20_000))], ["profile", "ablate.variants"])
-    stages["syntod_walks"] = {"foreach": "${syntod.domains}", "do": _stage(
-        "echo walks ${item}", [CODE[16]], [f"data/{p}/syntod/walks/${{item}}.jsonl"], ["profile", "syntod.walks"])}
+    single(
+        "ablate_collect",
+        [CODE[15], f"runs/{p}/ablate"],
+        [(f"results/{p}/ablation.tsv", (1, 20_000))],
+        ["profile", "ablate.variants"],
+    )
+    stages["syntod_walks"] = {
+        "foreach": "${syntod.domains}",
+        "do": _stage(
+            "echo walks ${item}", [CODE[16]], [f"data/{p}/syntod/walks/${{item}}.jsonl"], ["profile", "syntod.walks"]
+        ),
+    }
     dm = {"domain": "${syntod.domains}", "method": "${syntod.methods}"}
-    stages["syntod_generate"] = {"matrix": dict(dm), **_stage(
-        "echo gen ${item.domain} ${item.method}", [CODE[17], f"data/{p}/syntod/walks/${{item.domain}}.jsonl"],
-        [f"data/{p}/syntod/conversations/${{item.domain}}-${{item.method}}"], ["profile", "syntod.generate"])}
+    stages["syntod_generate"] = {
+        "matrix": dict(dm),
+        **_stage(
+            "echo gen ${item.domain} ${item.method}",
+            [CODE[17], f"data/{p}/syntod/walks/${{item.domain}}.jsonl"],
+            [f"data/{p}/syntod/conversations/${{item.domain}}-${{item.method}}"],
+            ["profile", "syntod.generate"],
+        ),
+    }
     single("syntod_base", [CODE[18]], [(f"models/{p}/syntod/base", (8, 2_000_000))], ["profile", "syntod.base"])
-    stages["finetune_tod"] = {"matrix": dict(dm), **_stage(
-        "echo tod ${item.domain} ${item.method}", [CODE[18], f"models/{p}/syntod/base", f"data/{p}/syntod/conversations/${{item.domain}}-${{item.method}}"],
-        [f"models/{p}/syntod/tod/${{item.domain}}-${{item.method}}"], ["profile", "syntod.finetune"])}
-    stages["evaluate_tod"] = {"matrix": dict(dm), **_stage(
-        "echo evaltod ${item.domain} ${item.method}", [CODE[19], f"models/{p}/syntod/tod/${{item.domain}}-${{item.method}}"],
-        [f"results/{p}/syntod/${{item.domain}}-${{item.method}}.json"], ["profile", "syntod.eval"])}
+    stages["finetune_tod"] = {
+        "matrix": dict(dm),
+        **_stage(
+            "echo tod ${item.domain} ${item.method}",
+            [CODE[18], f"models/{p}/syntod/base", f"data/{p}/syntod/conversations/${{item.domain}}-${{item.method}}"],
+            [f"models/{p}/syntod/tod/${{item.domain}}-${{item.method}}"],
+            ["profile", "syntod.finetune"],
+        ),
+    }
+    stages["evaluate_tod"] = {
+        "matrix": dict(dm),
+        **_stage(
+            "echo evaltod ${item.domain} ${item.method}",
+            [CODE[19], f"models/{p}/syntod/tod/${{item.domain}}-${{item.method}}"],
+            [f"results/{p}/syntod/${{item.domain}}-${{item.method}}.json"],
+            ["profile", "syntod.eval"],
+        ),
+    }
     for d in DOMAINS:
         shape[f"data/mini/syntod/walks/{d}.jsonl"] = (1, 300_000)
         for m in METHODS:
             shape[f"data/mini/syntod/conversations/{d}-{m}"] = (30, 1_000_000)
             shape[f"models/mini/syntod/tod/{d}-{m}"] = (25, 2_000_000)
             shape[f"results/mini/syntod/{d}-{m}.json"] = (1, 5_000)
-    single("syntod_collect", [CODE[19], f"results/{p}/syntod"], [(f"results/{p}/syntod_comparison.md", (1, 3_000))], ["profile"])
-    single("report", [CODE[0], f"results/{p}/metrics/bm25.json", f"results/{p}/metrics/rerank.json"],
-           [(f"results/{p}/report.md", (1, 10_000))], ["profile", "evaluate"])
+    single(
+        "syntod_collect",
+        [CODE[19], f"results/{p}/syntod"],
+        [(f"results/{p}/syntod_comparison.md", (1, 3_000))],
+        ["profile"],
+    )
+    single(
+        "report",
+        [CODE[0], f"results/{p}/metrics/bm25.json", f"results/{p}/metrics/rerank.json"],
+        [(f"results/{p}/report.md", (1, 10_000))],
+        ["profile", "evaluate"],
+    )
     for i in range(6):
-        single(f"figure_{i}", [CODE[i], f"results/{p}/rerank_checkpoints.tsv"], [(f"results/{p}/figures/fig{i}.pdf", (1, 60_000))], ["profile"])
+        single(
+            f"figure_{i}",
+            [CODE[i], f"results/{p}/rerank_checkpoints.tsv"],
+            [(f"results/{p}/figures/fig{i}.pdf", (1, 60_000))],
+            ["profile"],
+        )
 
     params = {
         "profile": "mini",
@@ -139,15 +260,29 @@ def pipeline() -> tuple[dict, dict, dict]:
         "evaluate": {"metrics": ["ndcg@10", "map"], "on_fail": "warn"},
         "tiny": {"hidden": 64, "layers": 2},
         "train_data": {"negatives": 7},
-        "finetune": {"families": FAMILIES, "ranks": RANKS, "targets": TARGETS,
-                     **{k: {"mini": i, "paper": i * 10} for i, k in enumerate(FT_KNOBS)}},
+        "finetune": {
+            "families": FAMILIES,
+            "ranks": RANKS,
+            "targets": TARGETS,
+            **{k: {"mini": i, "paper": i * 10} for i, k in enumerate(FT_KNOBS)},
+        },
         "rerank": {"depth": 100, "batch_size": 32},
         "ablate": {"families": ["llama"], "ranks": RANKS, "targets": TARGETS[:3], "variants": ["none", "q", "k"]},
-        "syntod": {"domains": DOMAINS, "methods": METHODS, "walks": {"n": 10}, "generate": {"n": 16},
-                   "base": {"hidden": 32}, "finetune": {"steps": 80}, "eval": {"n": 2}},
+        "syntod": {
+            "domains": DOMAINS,
+            "methods": METHODS,
+            "walks": {"n": 10},
+            "generate": {"n": 16},
+            "base": {"hidden": 32},
+            "finetune": {"steps": 80},
+            "eval": {"n": 2},
+        },
         # padding to the size of the real params.yaml (~370 lines): DVC reads it for every params dep
-        "published": {"adapters": {f"adapter{i}": {"repo": f"org/adapter-{i}", "revision": "0" * 40, "rank": 8}
-                                   for i in range(40)}},
+        "published": {
+            "adapters": {
+                f"adapter{i}": {"repo": f"org/adapter-{i}", "revision": "0" * 40, "rank": 8} for i in range(40)
+            }
+        },
         "plan": {"costs": {f"stage{i}": {"cpu_s": i, "gpu_s": 2 * i} for i in range(40)}},
     }
     return {"stages": stages}, params, shape
@@ -169,7 +304,9 @@ def build_project(dest: Path, seed: int = 0, scale: float = 1.0, only: str | Non
     for k, (out, (nfiles, nbytes)) in enumerate(shape.items()):
         nbytes = max(1, int(nbytes * scale))
         target = dest / out
-        files = [target] if nfiles == 1 and "." in target.name else [target / f"part-{i:03d}.bin" for i in range(nfiles)]
+        files = (
+            [target] if nfiles == 1 and "." in target.name else [target / f"part-{i:03d}.bin" for i in range(nfiles)]
+        )
         for i, f in enumerate(files):
             data = rng.randbytes(nbytes // nfiles)
             if f.suffix in {".json", ".tsv", ".md", ".jsonl"}:  # metrics must be text
@@ -253,8 +390,10 @@ def main() -> int:
         mtimes = build_project(new_dir, scale=args.scale)
         names = all_stage_names(new_dir)
         nbytes = sum(os.stat(new_dir / n).st_size for n in mtimes)
-        print(f"scratch project: {len(names)} stages, {len(mtimes)} output files, {nbytes / 1e6:.0f} MB "
-              f"(built in {time.perf_counter() - t:.1f} s)")
+        print(
+            f"scratch project: {len(names)} stages, {len(mtimes)} output files, {nbytes / 1e6:.0f} MB "
+            f"(built in {time.perf_counter() - t:.1f} s)"
+        )
         print(f"{'md5 of every output file (floor)':34s} {md5_floor(new_dir, mtimes):7.1f} s")
 
         t, c = time.perf_counter(), time.process_time()
@@ -287,8 +426,10 @@ def main() -> int:
         dvc_commit_force(old_dir, names, args.profile_old)
         t_old, c_old = time.perf_counter() - t, _children_cpu() - c
         assert output_mtimes(old_dir, mtimes) == mtimes, "dvc commit --force changed output mtimes"
-        print(f"{'dvc commit --force (previous)':34s} {t_old:7.1f} s {c_old:7.1f} s   "
-              f"(x{t_old / t_new:.0f} wall, x{c_old / c_new:.0f} CPU)")
+        print(
+            f"{'dvc commit --force (previous)':34s} {t_old:7.1f} s {c_old:7.1f} s   "
+            f"(x{t_old / t_new:.0f} wall, x{c_old / c_new:.0f} CPU)"
+        )
 
         lock_new = yaml.safe_load((new_dir / "dvc.lock").read_text())
         lock_old = yaml.safe_load((old_dir / "dvc.lock").read_text())

@@ -4,7 +4,9 @@ test_rerun_identical): two whole mini runs per session instead of one or two per
 - ``snakemake_run``: the smallest grid run from scratch by ``snakemake --cores 2`` (its
   ``onsuccess`` records the outputs in dvc.lock), with an API key in the environment that no
   file may hold afterwards.
-- ``dvc_run``: the same grid run from scratch, independently, by ``dvc repro``.
+- ``dvc_run``: the same grid run from scratch, independently, by ``dvc repro``. When a selected
+  test needs it, it starts in the background as the Snakemake run starts: DVC runs one stage at a
+  time and Snakemake leaves a core idle along its chains, so the two runs overlap on 2 cores.
 
 Both are read-only: a test that runs anything in a project first takes a private copy with
 ``copy_project`` (mtimes kept, so Snakemake and DVC judge the copy as they judge the original).
@@ -12,13 +14,14 @@ Both are read-only: a test that runs anything in a project first takes a private
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import yaml
 
-from conftest import make_scratch_project, run
+from conftest import BIN, make_scratch_project, run
 
 CANARY = "sk-canary-8d1f0c2e-never-write-me"
 SECRETS = {"OPENAI_API_KEY": CANARY, "HF_TOKEN": CANARY}
@@ -70,16 +73,35 @@ def copy_project(src: Path, dest: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def snakemake_run(root, shared_data, tmp_path_factory):
+def snakemake_run(request, root, shared_data, tmp_path_factory):
     """The smallest grid run by Snakemake from an empty project, secrets in the environment."""
+    if any("dvc_run" in item.fixturenames for item in request.session.items):
+        request.getfixturevalue("dvc_run_started")  # the other run overlaps this one
     project = make_smallest_project(root, tmp_path_factory.mktemp("snakemake-run") / "project")
     output = run(["snakemake", "--cores", "2"], project, env={"IRREPRO_DATA_MIRROR": str(shared_data), **SECRETS})
     return SimpleNamespace(project=project, output=output)
 
 
 @pytest.fixture(scope="session")
-def dvc_run(root, shared_data, tmp_path_factory):
-    """The same grid run by ``dvc repro`` from an empty project: the second, independent run."""
+def dvc_run_started(root, shared_data, tmp_path_factory):
+    """``dvc repro`` of the smallest grid in an empty project, running in the background."""
     project = make_smallest_project(root, tmp_path_factory.mktemp("dvc-run") / "project")
-    output = run(["dvc", "repro"], project, env={"IRREPRO_DATA_MIRROR": str(shared_data)})
-    return SimpleNamespace(project=project, output=output)
+    log = project.parent / "dvc-repro.out"
+    env = {**os.environ, "IRREPRO_DATA_MIRROR": str(shared_data), "PATH": BIN + os.pathsep + os.environ.get("PATH", "")}
+    with log.open("w") as out:
+        proc = subprocess.Popen(["dvc", "repro"], cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT)
+    yield SimpleNamespace(project=project, proc=proc, log=log)
+    if proc.poll() is None:  # the session ended without waiting for it
+        proc.terminate()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def dvc_run(dvc_run_started):
+    """The same grid run by ``dvc repro`` from an empty project: the second, independent run."""
+    started = dvc_run_started
+    code = started.proc.wait()
+    output = started.log.read_text()
+    if code != 0:
+        raise AssertionError(f"dvc repro failed ({code}):\n{output[-3000:]}")
+    return SimpleNamespace(project=started.project, output=output)

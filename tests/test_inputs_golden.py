@@ -162,11 +162,11 @@ def _segments(pieces_a: list[str], pieces_b: list[str]):
     ea, eb = ends(pieces_a), ends(pieces_b)
     assert ea[-1] == eb[-1], "the two tokenisations do not cover the same text"
     common = sorted(set(ea) & set(eb))
-    segs, ia, ib, start = [], 0, 0, 0
+    segs, ia, ib = [], 0, 0
     for c in common:
         ja, jb = ea.index(c) + 1, eb.index(c) + 1
         segs.append((slice(ia, ja), slice(ib, jb), "".join(pieces_a[ia:ja])))
-        ia, ib, start = ja, jb, c
+        ia, ib = ja, jb
     return segs
 
 

@@ -12,12 +12,11 @@ import shutil
 
 import pytest
 import yaml
+from conftest import make_scratch_project, run
+from pipeline_fixtures import CANARY, copy_project
 
 pytestmark = pytest.mark.slow
 
-
-from conftest import make_scratch_project, run
-from pipeline_fixtures import CANARY, copy_project
 
 FIGURES = ("checkpoint_curves", "rank_comparison", "module_comparison", "ablation_heatmap", "reproduction_report",
            "syntod_comparison")

@@ -7,7 +7,6 @@ fails on the bug it exists for, naming the cause.
 """
 
 import json
-import os
 import threading
 from pathlib import Path
 

@@ -382,7 +382,7 @@ def test_recipe_step_counter_bounded_by_real_steps(walks_of, items_of):
                 gotos += 1
             assert s.state["step"] == step and 0 <= step <= n, w.id
             finished_seen += finished
-        for a, b in zip(w.steps, w.steps[1:]):
+        for _, b in zip(w.steps, w.steps[1:]):
             if b.node in ("show_step", "task_response"):
                 assert not b.state["finished"], w.id
             if b.node in ("no_more_steps", "task_done_response"):
@@ -575,7 +575,7 @@ def test_walk_stats_and_jsonl_round_trip(domain, walks_of, tmp_path):
 # ----------------------------------------------------------------------------- seeds
 def test_real_seed_files(items_of, shared_data):
     recipes, products = items_of("cooking"), items_of("ecommerce")
-    raw = [json.loads(l) for l in (shared_data / "syntod" / SEEDS["cooking"]).read_text().splitlines()]
+    raw = [json.loads(line) for line in (shared_data / "syntod" / SEEDS["cooking"]).read_text().splitlines()]
     assert len(recipes) == 100 and [len(r.steps) for r in recipes] == [len(x["steps"]) for x in raw]
     assert recipes[0].steps[0] == raw[0]["steps"][0]["text"] and recipes[0].id == str(raw[0]["id"])
     assert len(products) == 108 and len({p.id for p in products}) == 108

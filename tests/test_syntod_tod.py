@@ -3,7 +3,6 @@ teacher-forced intent prediction, crash-resume from checkpoints, all three famil
 
 import json
 import random
-from pathlib import Path
 
 import pytest
 

@@ -8,7 +8,6 @@ failed call. Our walks are compared after their own drop step, so both count the
 Re-measure (prints the table):  .venv/bin/python -m pytest tests/test_syntod_walk_fidelity.py -s -q
 """
 
-from collections import Counter
 from statistics import mean
 
 import pytest

@@ -6,7 +6,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -55,7 +54,7 @@ def test_rerank_equals_the_pipelines_run_for_every_corpus_format(toy, tmp_path):
     cand = tmp_path / "cands.jsonl"
     with open(cand, "w") as fh:
         for q in sorted(first):
-            for d, s in sorted(first[q].items(), key=lambda kv: -kv[1]):
+            for d, _ in sorted(first[q].items(), key=lambda kv: -kv[1]):
                 fh.write(json.dumps({"qid": q, "query": topics[q], "docid": d, "text": passages[d]}) + "\n")
     assert U.rerank_any(base, adapter, tmp_path / "c.trec", candidates=cand, depth=4, batch_size=3, qmax=32,
                         pmax=64) == expected

@@ -120,7 +120,8 @@ def _sim_system_turn(meta: dict, rng: random.Random) -> dict:
         if state in ("start", "greeting", "welcome"):
             parts.append(f"Hello! I'm a taskbot that can help you with {meta.get('domain', 'your task')}. What would you like to do?")
         else:
-            parts.append(rng.choice(["Sure.", "Of course.", "Okay."]) + " " + rng.choice(["What else can I do for you?", "How can I help next?"]))
+            parts.append(rng.choice(["Sure.", "Of course.", "Okay."]) + " "
+                         + rng.choice(["What else can I do for you?", "How can I help next?"]))
     out["text"] = "\n".join(parts)
     return out
 
