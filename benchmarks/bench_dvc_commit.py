@@ -91,6 +91,12 @@ def pipeline() -> tuple[dict, dict, dict]:
         for o, s in [*outs, *metrics]:
             shape[o.replace(p, "mini")] = s
 
+    def foreach(name, over, cmd, deps, outs, params):  # one stage per value of a params list
+        stages[name] = {"foreach": over, "do": _stage(cmd, deps, outs, params)}
+
+    def matrix(name, over, cmd, deps, outs, params):  # one stage per combination of params lists
+        stages[name] = {"matrix": dict(over), **_stage(cmd, deps, outs, params)}
+
     single("download", CODE[:2], [(f"data/{p}/raw", (16, 12_600_000))], ["profile", "data"])
     single(
         "corpus",
@@ -117,15 +123,14 @@ def pipeline() -> tuple[dict, dict, dict]:
         ["profile", "evaluate"],
         [(f"results/{p}/metrics/bm25.json", (1, 2_000))],
     )
-    stages["base"] = {
-        "foreach": "${finetune.families}",
-        "do": _stage(
-            "echo base ${item}",
-            [CODE[6], f"data/{p}/corpus/corpus.jsonl"],
-            [f"models/{p}/base/${{item}}"],
-            ["profile", "tiny"],
-        ),
-    }
+    foreach(
+        "base",
+        "${finetune.families}",
+        "echo base ${item}",
+        [CODE[6], f"data/{p}/corpus/corpus.jsonl"],
+        [f"models/{p}/base/${{item}}"],
+        ["profile", "tiny"],
+    )
     for f in FAMILIES:
         shape[f"models/mini/base/{f}"] = (8, 3_000_000)
     single(
@@ -137,31 +142,29 @@ def pipeline() -> tuple[dict, dict, dict]:
     cfg = "${item.family}-r${item.rank}-${item.targets}"
     grid = {"family": "${finetune.families}", "rank": "${finetune.ranks}", "targets": "${finetune.targets}"}
     ft_params = ["profile", *(f"finetune.{k}" for k in FT_KNOBS)]
-    stages["finetune"] = {
-        "matrix": dict(grid),
-        **_stage(
-            f"echo finetune {cfg}",
-            [*CODE[7:14], f"models/{p}/base/${{item.family}}", f"data/{p}/train/groups.jsonl"],
-            [f"models/{p}/lora/{cfg}"],
-            ft_params,
-        ),
-    }
-    stages["rerank_eval"] = {
-        "matrix": dict(grid),
-        **_stage(
-            f"echo rerank {cfg}",
-            [
-                *CODE[9:16],
-                f"models/{p}/base/${{item.family}}",
-                f"models/{p}/lora/{cfg}",
-                f"data/{p}/raw",
-                f"runs/{p}/bm25",
-                f"data/{p}/corpus/corpus.jsonl",
-            ],
-            [f"runs/{p}/rerank/{cfg}"],
-            ["profile", "rerank", "finetune.max_steps"],
-        ),
-    }
+    matrix(
+        "finetune",
+        grid,
+        f"echo finetune {cfg}",
+        [*CODE[7:14], f"models/{p}/base/${{item.family}}", f"data/{p}/train/groups.jsonl"],
+        [f"models/{p}/lora/{cfg}"],
+        ft_params,
+    )
+    matrix(
+        "rerank_eval",
+        grid,
+        f"echo rerank {cfg}",
+        [
+            *CODE[9:16],
+            f"models/{p}/base/${{item.family}}",
+            f"models/{p}/lora/{cfg}",
+            f"data/{p}/raw",
+            f"runs/{p}/bm25",
+            f"data/{p}/corpus/corpus.jsonl",
+        ],
+        [f"runs/{p}/rerank/{cfg}"],
+        ["profile", "rerank", "finetune.max_steps"],
+    )
     for f in FAMILIES:
         for r in RANKS:
             for t in TARGETS:
@@ -174,15 +177,14 @@ def pipeline() -> tuple[dict, dict, dict]:
         ["profile", "rerank"],
         [(f"results/{p}/metrics/rerank.json", (1, 3_000))],
     )
-    stages["ablate"] = {
-        "matrix": {"family": "${ablate.families}", "rank": "${ablate.ranks}", "targets": "${ablate.targets}"},
-        **_stage(
-            f"echo ablate {cfg}",
-            [CODE[15], f"models/{p}/base/${{item.family}}", f"models/{p}/lora/{cfg}", f"data/{p}/raw"],
-            [f"runs/{p}/ablate/{cfg}"],
-            ["profile", "ablate.variants"],
-        ),
-    }
+    matrix(
+        "ablate",
+        {"family": "${ablate.families}", "rank": "${ablate.ranks}", "targets": "${ablate.targets}"},
+        f"echo ablate {cfg}",
+        [CODE[15], f"models/{p}/base/${{item.family}}", f"models/{p}/lora/{cfg}", f"data/{p}/raw"],
+        [f"runs/{p}/ablate/{cfg}"],
+        ["profile", "ablate.variants"],
+    )
     for r in RANKS:
         for t in TARGETS[:3]:
             shape[f"runs/mini/ablate/llama-r{r}-{t}"] = (20, 500_000)
@@ -192,41 +194,40 @@ def pipeline() -> tuple[dict, dict, dict]:
         [(f"results/{p}/ablation.tsv", (1, 20_000))],
         ["profile", "ablate.variants"],
     )
-    stages["syntod_walks"] = {
-        "foreach": "${syntod.domains}",
-        "do": _stage(
-            "echo walks ${item}", [CODE[16]], [f"data/{p}/syntod/walks/${{item}}.jsonl"], ["profile", "syntod.walks"]
-        ),
-    }
+    foreach(
+        "syntod_walks",
+        "${syntod.domains}",
+        "echo walks ${item}",
+        [CODE[16]],
+        [f"data/{p}/syntod/walks/${{item}}.jsonl"],
+        ["profile", "syntod.walks"],
+    )
     dm = {"domain": "${syntod.domains}", "method": "${syntod.methods}"}
-    stages["syntod_generate"] = {
-        "matrix": dict(dm),
-        **_stage(
-            "echo gen ${item.domain} ${item.method}",
-            [CODE[17], f"data/{p}/syntod/walks/${{item.domain}}.jsonl"],
-            [f"data/{p}/syntod/conversations/${{item.domain}}-${{item.method}}"],
-            ["profile", "syntod.generate"],
-        ),
-    }
+    matrix(
+        "syntod_generate",
+        dm,
+        "echo gen ${item.domain} ${item.method}",
+        [CODE[17], f"data/{p}/syntod/walks/${{item.domain}}.jsonl"],
+        [f"data/{p}/syntod/conversations/${{item.domain}}-${{item.method}}"],
+        ["profile", "syntod.generate"],
+    )
     single("syntod_base", [CODE[18]], [(f"models/{p}/syntod/base", (8, 2_000_000))], ["profile", "syntod.base"])
-    stages["finetune_tod"] = {
-        "matrix": dict(dm),
-        **_stage(
-            "echo tod ${item.domain} ${item.method}",
-            [CODE[18], f"models/{p}/syntod/base", f"data/{p}/syntod/conversations/${{item.domain}}-${{item.method}}"],
-            [f"models/{p}/syntod/tod/${{item.domain}}-${{item.method}}"],
-            ["profile", "syntod.finetune"],
-        ),
-    }
-    stages["evaluate_tod"] = {
-        "matrix": dict(dm),
-        **_stage(
-            "echo evaltod ${item.domain} ${item.method}",
-            [CODE[19], f"models/{p}/syntod/tod/${{item.domain}}-${{item.method}}"],
-            [f"results/{p}/syntod/${{item.domain}}-${{item.method}}.json"],
-            ["profile", "syntod.eval"],
-        ),
-    }
+    matrix(
+        "finetune_tod",
+        dm,
+        "echo tod ${item.domain} ${item.method}",
+        [CODE[18], f"models/{p}/syntod/base", f"data/{p}/syntod/conversations/${{item.domain}}-${{item.method}}"],
+        [f"models/{p}/syntod/tod/${{item.domain}}-${{item.method}}"],
+        ["profile", "syntod.finetune"],
+    )
+    matrix(
+        "evaluate_tod",
+        dm,
+        "echo evaltod ${item.domain} ${item.method}",
+        [CODE[19], f"models/{p}/syntod/tod/${{item.domain}}-${{item.method}}"],
+        [f"results/{p}/syntod/${{item.domain}}-${{item.method}}.json"],
+        ["profile", "syntod.eval"],
+    )
     for d in DOMAINS:
         shape[f"data/mini/syntod/walks/{d}.jsonl"] = (1, 300_000)
         for m in METHODS:

@@ -166,16 +166,56 @@ def plain_peft(base_dir: Path, adapter_dir: Path):
     return PeftModel.from_pretrained(model, adapter_dir).eval()
 
 
+# a toy TREC collection for the reranking tests: three queries and the four passages every test's
+# collection starts with (each test adds its own fillers and judgments)
+TOY_TOPICS = {"q1": "how long is the life cycle of a flea", "q2": "what is the capital of france", "q3": "fox dog"}
+TOY_BASE_PASSAGES = {
+    "d1": "a flea can live up to a year depending on its hosts",
+    "d2": "the quick brown fox jumps over the lazy dog",
+    "d3": "what is the capital of france paris is the capital",
+    "d4": "machine learning models rank passages for queries",
+}
+
+
+def write_topics_qrels(topics_path: Path, qrels_path: Path, topics: dict, qrels: dict) -> None:
+    """``{qid: query}`` as a TREC topics TSV and graded ``{qid: {docid: grade}}`` as a qrels file."""
+    for path in (topics_path, qrels_path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    topics_path.write_text("".join(f"{q}\t{t}\n" for q, t in topics.items()), encoding="utf-8")
+    qrels_path.write_text("".join(f"{q} 0 {d} {g}\n" for q, ds in qrels.items() for d, g in ds.items()),
+                          encoding="utf-8")
+
+
+def write_toy_collection(files: dict, passages: dict, qrels: dict) -> dict:
+    """TOY_TOPICS, ``qrels`` and a first-stage run that ranks every passage for every query in docid
+    order (each query's scores one lower than the last's) to ``files["topics"|"qrels"|"run"]``;
+    returns the run."""
+    from irrepro.trec import write_run
+
+    docs = sorted(passages)
+    first = {q: {d: float(10 - i - k) for i, d in enumerate(docs)} for k, q in enumerate(TOY_TOPICS)}
+    write_topics_qrels(files["topics"], files["qrels"], TOY_TOPICS, qrels)
+    write_run(first, files["run"], tag="bm25")
+    return first
+
+
+def send_body(handler, code: int, data: bytes, headers: dict | None = None) -> None:
+    """Answer a request of a test HTTP server (http.server handler) with ``data`` labelled as JSON
+    (bytes, so a test can also send a malformed body), plus any extra ``headers``."""
+    handler.send_response(code)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    for name, value in (headers or {}).items():
+        handler.send_header(name, value)
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 def send_json(handler, code: int, doc) -> None:
     """Answer a request of a test HTTP server (http.server handler) with ``doc`` as JSON."""
     import json
 
-    data = json.dumps(doc).encode()
-    handler.send_response(code)
-    handler.send_header("Content-Type", "application/json")
-    handler.send_header("Content-Length", str(len(data)))
-    handler.end_headers()
-    handler.wfile.write(data)
+    send_body(handler, code, json.dumps(doc).encode())
 
 
 BIN = str(Path(sys.executable).parent)

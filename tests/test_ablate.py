@@ -23,7 +23,7 @@ from irrepro.rerank.targets import MODULES, target_modules  # noqa: E402
 from irrepro.study1 import ablation as S  # noqa: E402
 from irrepro.trec import read_run, write_run  # noqa: E402
 
-from conftest import make_lora_adapter, plain_peft, tiny_base_factory  # noqa: E402
+from conftest import TOY_BASE_PASSAGES, make_lora_adapter, plain_peft, tiny_base_factory, write_toy_collection  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
 
@@ -91,24 +91,11 @@ def toggle_state(pm) -> dict:
 
 def toy_files(tmp_path: Path) -> tuple[dict, dict]:
     """Three queries, seven passages, graded qrels and a first-stage run as files."""
-    topics = {"q1": "how long is the life cycle of a flea", "q2": "what is the capital of france", "q3": "fox dog"}
-    passages = {
-        "d1": "a flea can live up to a year depending on its hosts",
-        "d2": "the quick brown fox jumps over the lazy dog",
-        "d3": "what is the capital of france paris is the capital",
-        "d4": "machine learning models rank passages for queries",
-        "d5": "lorem ipsum dolor sit amet",
-        "d6": "how long is the life cycle of a flea " * 5,
-        "d7": "paris",
-    }
-    docs = sorted(passages)
-    first = {q: {d: float(10 - i - k) for i, d in enumerate(docs)} for k, q in enumerate(topics)}
-    qrels = {"q1": {"d1": 3, "d6": 1}, "q2": {"d3": 2, "d7": 3}, "q3": {"d2": 2}}
-    tp, qp, rp = tmp_path / "topics.tsv", tmp_path / "qrels.txt", tmp_path / "bm25.trec"
-    tp.write_text("".join(f"{q}\t{t}\n" for q, t in topics.items()), encoding="utf-8")
-    qp.write_text("".join(f"{q} 0 {d} {g}\n" for q, ds in qrels.items() for d, g in ds.items()), encoding="utf-8")
-    write_run(first, rp, tag="bm25")
-    return {"topics": tp, "qrels": qp, "run": rp}, passages
+    passages = {**TOY_BASE_PASSAGES, "d5": "lorem ipsum dolor sit amet",
+                "d6": "how long is the life cycle of a flea " * 5, "d7": "paris"}
+    files = {"topics": tmp_path / "topics.tsv", "qrels": tmp_path / "qrels.txt", "run": tmp_path / "bm25.trec"}
+    write_toy_collection(files, passages, {"q1": {"d1": 3, "d6": 1}, "q2": {"d3": 2, "d7": 3}, "q3": {"d2": 2}})
+    return files, passages
 
 
 # ----------------------------------------------------------------------------- enumeration

@@ -236,7 +236,7 @@ def test_training_reduces_lce_and_saves_loadable_checkpoints(tiny_base_dir, grou
 
     from irrepro.rerank.model import load_reranker
     from irrepro.lora.checkpoints import is_complete_adapter, is_complete_checkpoint
-    from irrepro.rerank.train import finetune
+    from irrepro.rerank.train import RerankRecipe, finetune
 
     base = tiny_base_dir("llama")
     records = D.read_groups(groups_file)
@@ -275,8 +275,11 @@ def test_training_reduces_lce_and_saves_loadable_checkpoints(tiny_base_dir, grou
     saved = json.loads((out / "train_summary.json").read_text())
     assert not set(CIRCUMSTANCES) & set(saved) and summary["sec_per_step"] > 0
     assert finetune(base, groups_file, out, **kw) == saved == {k: v for k, v in summary.items() if k not in CIRCUMSTANCES}
+    assert finetune(base, groups_file, out, RerankRecipe(**kw)) == saved  # the same settings as one recipe
     with pytest.raises(ValueError, match="other settings"):
         finetune(base, groups_file, out, **{**kw, "rank": 4})
+    with pytest.raises(ValueError, match="other settings"):
+        finetune(base, groups_file, out, RerankRecipe(**kw), rank=4)
 
 
 KILL_SCRIPT = r"""

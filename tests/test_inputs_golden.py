@@ -237,6 +237,29 @@ def _check_padding(ids, mask, pad_id):
     assert (ids[mask == 0] == pad_id).all()
 
 
+def _check_collated_rows(tok, pairs, pad_id) -> list[list[int]]:
+    """The collator's batch is right-padded with ``pad_id`` to a multiple of 16; its unpadded rows."""
+    batch = _collated_rows(tok, pairs)
+    _check_padding(batch["input_ids"], batch["attention_mask"], pad_id)
+    return [_unpad(i, m) for i, m in zip(batch["input_ids"], batch["attention_mask"])]
+
+
+def _check_scored_as_alone(model, tok, pairs, rows, pad_id):
+    """The scoring path feeds exactly ``rows`` (padded like the collator's) and each padded row
+    scores as the unpadded row alone: the score is read at the last real token. Returns the
+    batches fed and the scores alone."""
+    scores, seen = _scoring_batches(model, tok, pairs)
+    fed = []
+    for ids, mask in seen:
+        _check_padding(ids, mask, pad_id)
+        fed += [_unpad(i, m) for i, m in zip(ids, mask)]
+    assert sorted(fed) == sorted(rows)
+    with torch.inference_mode():
+        alone = [model(input_ids=torch.tensor([r])).logits[0, 0].item() for r in rows]
+    np.testing.assert_allclose(scores, alone, rtol=1e-5, atol=1e-6)
+    return seen, alone
+
+
 # ----------------------------------------------------------------------------- the tests
 def test_llama3_inputs_equal_tiktoken(llama3, dl19_pairs):
     base, expected = llama3
@@ -247,20 +270,8 @@ def test_llama3_inputs_equal_tiktoken(llama3, dl19_pairs):
     assert [len(w) for w in want][-1] == MAX_LEN and all(len(w) < MAX_LEN for w in want[:-1])
     assert all(128001 not in w for w in want)  # no EOS appended
 
-    batch = _collated_rows(tok, dl19_pairs)
-    _check_padding(batch["input_ids"], batch["attention_mask"], 128001)
-    assert [_unpad(i, m) for i, m in zip(batch["input_ids"], batch["attention_mask"])] == want
-
-    scores, seen = _scoring_batches(model, tok, dl19_pairs)
-    fed = []
-    for ids, mask in seen:
-        _check_padding(ids, mask, 128001)
-        fed += [_unpad(i, m) for i, m in zip(ids, mask)]
-    assert sorted(fed) == sorted(want)
-    # the score is read at the last real token: padded batch == the unpadded sequence alone
-    with torch.inference_mode():
-        alone = [model(input_ids=torch.tensor([w])).logits[0, 0].item() for w in want]
-    np.testing.assert_allclose(scores, alone, rtol=1e-5, atol=1e-6)
+    assert _check_collated_rows(tok, dl19_pairs, 128001) == want
+    seen, alone = _check_scored_as_alone(model, tok, dl19_pairs, want, 128001)
     # the authors' config pad id 0 reads a padded position instead (registry: study1-llama3-score-position)
     model.config.pad_token_id = 0
     with torch.inference_mode():
@@ -277,23 +288,13 @@ def test_mistral_inputs_equal_sentencepiece(mistral, dl19_pairs):
     assert tok.pad_token_id == tok.unk_token_id == 0 and model.config.pad_token_id == 0  # the authors' ids
     texts = [s for *_, s in dl19_pairs]
 
-    batch = _collated_rows(tok, dl19_pairs)
-    _check_padding(batch["input_ids"], batch["attention_mask"], 0)
-    rows = [_unpad(i, m) for i, m in zip(batch["input_ids"], batch["attention_mask"])]
+    rows = _check_collated_rows(tok, dl19_pairs, 0)
     assert len(rows[-1]) == MAX_LEN and all(len(r) < MAX_LEN for r in rows[:-1])
     differing = [_check_mistral_ids(r, s, sp) for r, s in zip(rows, texts)]
     # only the two-space runs differ: after "query:" in every pair, before the title when titled
     assert differing == [1, 2, 1, 2]
 
-    scores, seen = _scoring_batches(model, tok, dl19_pairs)
-    fed = []
-    for ids, mask in seen:
-        _check_padding(ids, mask, 0)
-        fed += [_unpad(i, m) for i, m in zip(ids, mask)]
-    assert sorted(fed) == sorted(rows)
-    with torch.inference_mode():
-        alone = [model(input_ids=torch.tensor([r])).logits[0, 0].item() for r in rows]
-    np.testing.assert_allclose(scores, alone, rtol=1e-5, atol=1e-6)
+    _check_scored_as_alone(model, tok, dl19_pairs, rows, 0)
 
 
 def test_two_space_split_differs_between_hf_and_sentencepiece(mistral):

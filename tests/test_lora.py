@@ -4,7 +4,6 @@ rules, and the package boundary (no module imports another package's private nam
 
 import ast
 import dataclasses
-import inspect
 import json
 from pathlib import Path
 
@@ -159,15 +158,15 @@ def test_training_in_a_work_dir_publishes_only_what_finished(tmp_path):
 
 @pytest.mark.parametrize("profile", ["mini", "paper"])
 def test_settings_from_params_are_the_trainers_arguments(root, profile):
-    from irrepro.rerank.train import finetune
-    from irrepro.syntod.tod import finetune_tod
+    from irrepro.rerank.train import RerankRecipe
+    from irrepro.syntod.tod import TodRecipe
 
     P = load_params(root / "params.yaml", profile)
-    for cls, section, trainer, not_trainer_args in (
-            (RerankTraining, P["finetune"], finetune, {"families", "ranks", "targets", "launcher", "nproc_per_node"}),
-            (TodTraining, P["syntod"]["finetune"], finetune_tod, set())):
+    for cls, section, recipe, not_trainer_args in (
+            (RerankTraining, P["finetune"], RerankRecipe, {"families", "ranks", "targets", "launcher", "nproc_per_node"}),
+            (TodTraining, P["syntod"]["finetune"], TodRecipe, set())):
         kwargs = cls.from_params(section, "x").kwargs()
-        assert set(kwargs) <= set(inspect.signature(trainer).parameters), cls
+        assert set(kwargs) <= {f.name for f in dataclasses.fields(recipe)}, cls
         # every knob of the section reaches the trainer under its argument name, unchanged (type too)
         expected = {PARAM_KEYS.get(k, k): v for k, v in section.items() if k not in not_trainer_args}
         assert expected == kwargs
@@ -196,9 +195,27 @@ def test_a_missing_knob_is_an_error_naming_its_params_key(root):
     T = {k: v for k, v in P["syntod"]["finetune"].items() if k != "loss_on"}
     # optional: not passed, so the trainer's default (the original's choice) applies
     assert "loss_on" not in TodTraining.from_params(T, "syntod.finetune").kwargs()
-    from irrepro.syntod.tod import DEFAULT_LOSS_ON, finetune_tod
+    from irrepro.syntod.tod import DEFAULT_LOSS_ON, TodRecipe
 
-    assert inspect.signature(finetune_tod).parameters["loss_on"].default == DEFAULT_LOSS_ON == "all"
+    assert TodRecipe(rank=2, targets="all").loss_on == DEFAULT_LOSS_ON == "all"
+
+
+def test_a_recipe_is_built_from_keywords_or_replaced_by_them():
+    from irrepro.rerank.train import RerankRecipe
+    from irrepro.syntod.tod import TodRecipe
+
+    r = RerankRecipe.from_arguments(None, {"rank": 8, "targets": "mha", "lr": 1e-3})
+    # the trainer's own defaults over the shared ones (LoraRecipe declares alpha, lr, warmup_ratio without one)
+    assert (r.rank, r.targets, r.lr, r.alpha, r.warmup_ratio, r.dropout, r.qmax) == (8, "mha", 1e-3, 64, 0.1, 0.1, 32)
+    assert (TodRecipe(rank=8, targets="all").alpha, TodRecipe(rank=8, targets="all").lr) == (16, 2e-4)
+    assert RerankRecipe.from_arguments(r, {"rank": 4}) == RerankRecipe(rank=4, targets="mha", lr=1e-3)
+    assert RerankRecipe.from_arguments(r, {}) is not None and r.rank == 8  # frozen: replaced, not changed
+    with pytest.raises(TypeError, match="lr_typo"):
+        RerankRecipe.from_arguments(None, {"rank": 8, "targets": "mha", "lr_typo": 1})
+    with pytest.raises(TypeError, match="rank"):
+        TodRecipe.from_arguments(None, {"targets": "all"})
+    with pytest.raises(TypeError, match="expected a TodRecipe, got RerankRecipe"):
+        TodRecipe.from_arguments(r, {})
 
 
 # ---------------------------------------------------------------------------- Trainer and model set-up

@@ -24,11 +24,11 @@ from irrepro.rerank.score import (  # noqa: E402
     resolve_dtype,
     score_pairs,
 )
-from irrepro.trec import read_run, write_run  # noqa: E402
+from irrepro.trec import read_run  # noqa: E402
 
 from huggingface_hub.errors import LocalEntryNotFoundError  # noqa: E402
 
-from conftest import make_lora_adapter, plain_peft  # noqa: E402
+from conftest import TOY_BASE_PASSAGES, TOY_TOPICS, make_lora_adapter, plain_peft, write_toy_collection  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
 
@@ -69,25 +69,13 @@ def reference_scores(model, tokenizer, pairs, qmax=32, pmax=164) -> np.ndarray:
 
 def toy_dataset(tmp_path: Path):
     """Three queries, seven passages, a first-stage run and graded qrels, as TREC files."""
-    topics = {"q1": "how long is the life cycle of a flea", "q2": "what is the capital of france", "q3": "fox dog"}
-    passages = {
-        "d1": "a flea can live up to a year depending on its hosts",
-        "d2": "the quick brown fox jumps over the lazy dog",
-        "d3": "what is the capital of france paris is the capital",
-        "d4": "machine learning models rank passages for queries",
-        "d5": "lorem ipsum dolor sit amet consectetur adipiscing elit",
-        "d6": "how long is the life cycle of a flea " * 12,
-        "d7": "paris",
-    }
-    docs = sorted(passages)
-    first = {q: {d: float(10 - i - k) for i, d in enumerate(docs)} for k, q in enumerate(topics)}
+    passages = {**TOY_BASE_PASSAGES, "d5": "lorem ipsum dolor sit amet consectetur adipiscing elit",
+                "d6": "how long is the life cycle of a flea " * 12, "d7": "paris"}
+    data = tmp_path / "data"
+    files = {"topics": data / "topics.tsv", "qrels": data / "qrels.txt", "run": data / "run.trec"}
     qrels = {"q1": {"d1": 3, "d6": 1, "d2": 0}, "q2": {"d3": 2, "d7": 3}, "q3": {"d2": 2}}
-    (tmp_path / "data").mkdir(exist_ok=True)
-    tp, qp, rp = tmp_path / "data/topics.tsv", tmp_path / "data/qrels.txt", tmp_path / "data/run.trec"
-    tp.write_text("".join(f"{q}\t{t}\n" for q, t in topics.items()), encoding="utf-8")
-    qp.write_text("".join(f"{q} 0 {d} {g}\n" for q, ds in qrels.items() for d, g in ds.items()), encoding="utf-8")
-    write_run(first, rp, tag="bm25")
-    return {"toy": {"topics": str(tp), "qrels": str(qp), "run": str(rp), "rel_level": 2}}, passages, topics, first
+    first = write_toy_collection(files, passages, qrels)
+    return {"toy": {**{k: str(p) for k, p in files.items()}, "rel_level": 2}}, passages, dict(TOY_TOPICS), first
 
 
 # ----------------------------------------------------------------------------- scoring

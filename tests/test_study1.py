@@ -11,6 +11,8 @@ from irrepro.study1 import training
 from irrepro.study1.collect import curves_markdown
 from irrepro.study1.reranking import checkpoints
 
+from conftest import TOY_BASE_PASSAGES, TOY_TOPICS, write_topics_qrels
+
 
 @pytest.fixture
 def P(root):
@@ -98,15 +100,7 @@ def test_curves_table(tmp_path):
 
 
 # ----------------------------------------------------------------------------- evaluation schedule
-TOY_TOPICS = {"q1": "how long is the life cycle of a flea", "q2": "what is the capital of france", "q3": "fox dog"}
-TOY_PASSAGES = {
-    "d1": "a flea can live up to a year depending on its hosts",
-    "d2": "the quick brown fox jumps over the lazy dog",
-    "d3": "what is the capital of france paris is the capital",
-    "d4": "machine learning models rank passages for queries",
-    "d5": "lorem ipsum dolor sit amet consectetur adipiscing elit",
-    "d6": "paris",
-}
+TOY_PASSAGES = {**TOY_BASE_PASSAGES, "d5": "lorem ipsum dolor sit amet consectetur adipiscing elit", "d6": "paris"}
 TOY_QRELS = {"q1": {"d1": 3, "d2": 0}, "q2": {"d3": 2, "d6": 3}, "q3": {"d2": 2}}
 
 
@@ -122,9 +116,7 @@ def _toy_inputs(tmp_path):
     raw, runs = tmp_path / "raw", tmp_path / "bm25"
     for name in ("dl19", "dl20"):
         topics, qrels = raw / dest[get(name).topics], raw / dest[get(name).qrels]
-        topics.parent.mkdir(parents=True, exist_ok=True)
-        topics.write_text("".join(f"{q}\t{t}\n" for q, t in TOY_TOPICS.items()))
-        qrels.write_text("".join(f"{q} 0 {d} {g}\n" for q, ds in TOY_QRELS.items() for d, g in ds.items()))
+        write_topics_qrels(topics, qrels, TOY_TOPICS, TOY_QRELS)
         docs = sorted(TOY_PASSAGES) if name == "dl19" else sorted(TOY_PASSAGES, reverse=True)
         write_run({q: {d: float(10 - i) for i, d in enumerate(docs)} for q in TOY_TOPICS}, runs / f"{name}.trec", tag="bm25")
     corpus = tmp_path / "corpus.jsonl"

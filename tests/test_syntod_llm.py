@@ -18,12 +18,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from irrepro.errors import InputError
 from irrepro.syntod.cache import CachedBackend, request_key
 from irrepro.syntod.judge import JUDGE_KINDS
 from irrepro.syntod.llm import (
     BACKEND_KINDS,
     FORBIDDEN_KEYS,
-    USER_TEMPLATES,
     JSONReplyError,
     LLMError,
     LLMHTTPError,
@@ -36,8 +36,12 @@ from irrepro.syntod.llm import (
     make_backend,
     repair_json,
     select_spec,
+    user_templates,
 )
+from irrepro.syntod.llm.simulator import load_user_templates
 from irrepro.yamlio import load_yaml
+
+from conftest import send_body
 
 CANARY = "sk-canary-7f3a9c1e5b2d4f6a8c0e"
 MSGS = [{"role": "system", "content": "You write SynTOD turns."}, {"role": "user", "content": "Say hello."}]
@@ -83,13 +87,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send(self, code: int, body: bytes, headers: dict | None = None):
         try:
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(body)
+            send_body(self, code, body, headers)
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
             pass
 
@@ -434,7 +432,7 @@ def _slot_strings(value):
     return [str(value)]
 
 
-@pytest.mark.parametrize("intent", sorted(USER_TEMPLATES) + ["some_new_intent"])
+@pytest.mark.parametrize("intent", sorted(user_templates()) + ["some_new_intent"])
 def test_simulator_user_turns_contain_their_slots(intent):
     sim = OfflineSimulator(seed=0)
     for name, value in SLOTS.items():
@@ -446,8 +444,19 @@ def test_simulator_user_turns_contain_their_slots(intent):
                     assert s in reply["text"], (intent, slots, reply["text"])
 
 
+def test_simulator_templates_file_is_checked(tmp_path):
+    assert all(isinstance(t, str) for ts in user_templates().values() for t in ts) and "search_recipe" in user_templates()
+    bad = tmp_path / "templates.yaml"
+    bad.write_text('search_recipe: ["Find {query}."]\nnext_step: "What\'s next?"\n', encoding="utf-8")
+    with pytest.raises(InputError, match=r"templates.yaml: next_step: expected a non-empty list"):
+        load_user_templates(bad)
+    bad.write_text('- "Find {query}."\n', encoding="utf-8")
+    with pytest.raises(InputError, match="templates.yaml: expected a mapping"):
+        load_user_templates(bad)
+
+
 def test_simulator_is_deterministic_and_order_independent():
-    metas = [{"task": "user_turn", "intent": i, "slots": {"query": f"q{n}"}} for n, i in enumerate(sorted(USER_TEMPLATES))]
+    metas = [{"task": "user_turn", "intent": i, "slots": {"query": f"q{n}"}} for n, i in enumerate(sorted(user_templates()))]
     a = [OfflineSimulator(seed=1).chat(MSGS, meta=m, seed=s) for s in (0, 1) for m in metas]
     sim = OfflineSimulator(seed=1)
     b = [sim.chat(MSGS, meta=m, seed=s) for s in (1, 0) for m in reversed(metas)]

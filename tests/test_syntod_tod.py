@@ -95,7 +95,7 @@ def test_read_conversations_names_the_bad_line(tmp_path):
     with pytest.raises(ValueError, match=r"t\.jsonl:3: expected an object with a non-empty string 'text'"):
         tod.read_conversations(path)
     path.write_text(json.dumps({"text": CONVS[0]}) + "\n{oops\n")
-    with pytest.raises(ValueError, match=r"t\.jsonl:2: not JSON"):
+    with pytest.raises(ValueError, match=r"t\.jsonl:2: not valid JSON"):
         tod.read_conversations(path)
 
 
@@ -271,8 +271,12 @@ def test_interrupted_run_resumes_from_its_checkpoint(base_dir, train_file, tmp_p
     from irrepro.lora.run import CIRCUMSTANCES
 
     assert tod.finetune_tod(base, train_file, out, **kw) == {k: v for k, v in summary.items() if k not in CIRCUMSTANCES}
+    # the settings as one recipe are the same run; keywords beside it replace its fields
+    assert tod.finetune_tod(base, train_file, out, tod.TodRecipe(**kw)) == tod.finetune_tod(base, train_file, out, **kw)
     with pytest.raises(ValueError, match="other settings"):
         tod.finetune_tod(base, train_file, out, **{**kw, "loss_on": "all"})
+    with pytest.raises(ValueError, match="other settings"):
+        tod.finetune_tod(base, train_file, out, tod.TodRecipe(**kw), loss_on="all")
 
 
 @pytest.mark.parametrize("family", ["mistral", "pythia"])
@@ -320,7 +324,7 @@ def test_cli_finetune_tod(base_dir, train_file, tmp_path):
     # the stage names the arguments it needs (argparse: exit 2)
     with pytest.raises(SystemExit):
         cli.make_parser().parse_args(["finetune-tod", "--base", "b", "--out", "o"])
-    with pytest.raises(ValueError, match="syntod.finetune lacks max_len"):
+    with pytest.raises(ValueError, match=r"^params: syntod\.finetune: missing \['max_len'\]$"):
         from irrepro.syntod.stages import finetune_tod_stage
 
         bad = {"syntod": {"finetune": {k: v for k, v in PARAMS["syntod"]["finetune"].items() if k != "max_len"}}}

@@ -38,24 +38,6 @@ def test_read_topics_strips_query_and_skips_blank_lines(tmp_path):
     }
 
 
-@pytest.mark.parametrize(
-    "bad, fragment",
-    [
-        ("3 no tab here", "no tab"),
-        ("3\t   ", "non-empty query"),
-        ("\tquery without id", "non-empty qid"),
-        ("3\tquery\textra column", "exactly one tab"),
-        ("1\tduplicate of the first", "duplicate qid 1 (first on line 1)"),
-    ],
-)
-def test_read_topics_rejects_bad_lines(tmp_path, bad, fragment):
-    # line 1 good, line 2 blank (still counted), line 3 bad
-    path = _write(tmp_path, "t.tsv", ["1\tgood query", "", bad, "4\tnever reached"])
-    with pytest.raises(TrecFormatError) as exc:
-        read_topics(path)
-    _assert_error(exc, path, 3, fragment)
-
-
 def test_read_topics_rejects_invalid_utf8(tmp_path):
     path = _write(tmp_path, "t.tsv", b"1\tok\n2\tbad \xff byte\n")
     with pytest.raises(TrecFormatError) as exc:
@@ -69,48 +51,52 @@ def test_read_qrels_accepts_q0_and_0_iteration(tmp_path):
     assert read_qrels(path) == {"1": {"d1": 2, "d2": 0}, "2": {"d3": 3}}
 
 
-@pytest.mark.parametrize(
-    "bad, fragment",
-    [
-        ("1 Q0 d9", "expected 4 whitespace-separated columns"),
-        ("1 Q0 d9 1 extra", "expected 4 whitespace-separated columns"),
-        ("1 X0 d9 1", "iteration column 'Q0' or '0'"),
-        ("1 Q0 d9 1.5", "integer relevance grade"),
-        ("1 Q0 d9 rel", "integer relevance grade"),
-        ("1 Q0 d9 -1", "non-negative relevance grade"),
-        ("1 Q0 d1 3", "duplicate judgment for qid 1 docid d1"),
-    ],
-)
-def test_read_qrels_rejects_bad_lines(tmp_path, bad, fragment):
-    path = _write(tmp_path, "q.txt", ["1 Q0 d1 2", "", bad])
-    with pytest.raises(TrecFormatError) as exc:
-        read_qrels(path)
-    _assert_error(exc, path, 3, fragment)
-
-
 # --------------------------------------------------------------------------- runs
 def test_read_run_returns_scores(tmp_path):
     path = _write(tmp_path, "r.txt", ["1 Q0 d1 1 15.5 bm25", "1 Q0 d2 2 -3e-2 bm25", "", "2 Q0 d1 1 7 bm25"])
     assert read_run(path) == {"1": {"d1": 15.5, "d2": -0.03}, "2": {"d1": 7.0}}
 
 
+# --------------------------------------------------------------------------- bad lines, every reader
+# each reader's file: its valid line 1, a blank line 2 (still counted), the bad line 3, then for
+# topics a valid line 4 that is never reached
+READERS = {
+    "topics": (read_topics, "t.tsv", ["1\tgood query", ""], ["4\tnever reached"]),
+    "qrels": (read_qrels, "q.txt", ["1 Q0 d1 2", ""], []),
+    "run": (read_run, "r.txt", ["1 Q0 d1 1 2.0 tag", ""], []),
+}
+
+
 @pytest.mark.parametrize(
-    "bad, fragment",
+    "reader, bad, fragment",
     [
-        ("1 Q0 d9 2 1.0", "expected 6 whitespace-separated columns"),
-        ("1 Q0 d9 2 1.0 tag extra", "expected 6 whitespace-separated columns"),
-        ("1 Q1 d9 2 1.0 tag", "'Q0' in column 2"),
-        ("1 Q0 d9 two 1.0 tag", "integer rank"),
-        ("1 Q0 d9 0 1.0 tag", "rank >= 1"),
-        ("1 Q0 d9 2 high tag", "numeric score"),
-        ("1 Q0 d9 2 nan tag", "finite score"),
-        ("1 Q0 d1 2 0.5 tag", "duplicate docid d1 for qid 1 (first on line 1)"),
+        ("topics", "3 no tab here", "no tab"),
+        ("topics", "3\t   ", "non-empty query"),
+        ("topics", "\tquery without id", "non-empty qid"),
+        ("topics", "3\tquery\textra column", "exactly one tab"),
+        ("topics", "1\tduplicate of the first", "duplicate qid 1 (first on line 1)"),
+        ("qrels", "1 Q0 d9", "expected 4 whitespace-separated columns"),
+        ("qrels", "1 Q0 d9 1 extra", "expected 4 whitespace-separated columns"),
+        ("qrels", "1 X0 d9 1", "iteration column 'Q0' or '0'"),
+        ("qrels", "1 Q0 d9 1.5", "integer relevance grade"),
+        ("qrels", "1 Q0 d9 rel", "integer relevance grade"),
+        ("qrels", "1 Q0 d9 -1", "non-negative relevance grade"),
+        ("qrels", "1 Q0 d1 3", "duplicate judgment for qid 1 docid d1"),
+        ("run", "1 Q0 d9 2 1.0", "expected 6 whitespace-separated columns"),
+        ("run", "1 Q0 d9 2 1.0 tag extra", "expected 6 whitespace-separated columns"),
+        ("run", "1 Q1 d9 2 1.0 tag", "'Q0' in column 2"),
+        ("run", "1 Q0 d9 two 1.0 tag", "integer rank"),
+        ("run", "1 Q0 d9 0 1.0 tag", "rank >= 1"),
+        ("run", "1 Q0 d9 2 high tag", "numeric score"),
+        ("run", "1 Q0 d9 2 nan tag", "finite score"),
+        ("run", "1 Q0 d1 2 0.5 tag", "duplicate docid d1 for qid 1 (first on line 1)"),
     ],
 )
-def test_read_run_rejects_bad_lines(tmp_path, bad, fragment):
-    path = _write(tmp_path, "r.txt", ["1 Q0 d1 1 2.0 tag", "", bad])
+def test_readers_reject_bad_lines(tmp_path, reader, bad, fragment):
+    read, name, before, after = READERS[reader]
+    path = _write(tmp_path, name, [*before, bad, *after])
     with pytest.raises(TrecFormatError) as exc:
-        read_run(path)
+        read(path)
     _assert_error(exc, path, 3, fragment)
 
 

@@ -15,7 +15,8 @@ from irrepro.bm25 import write_corpus_from_rankllm  # noqa: E402
 from irrepro.rerank.evaluate import evaluate_checkpoints, load_passages  # noqa: E402
 from irrepro.trec import TrecFormatError, read_qrels, read_run, read_topics, write_run  # noqa: E402
 
-from test_rerank_eval import make_adapter, toy_dataset  # noqa: E402
+from conftest import make_lora_adapter as make_adapter  # noqa: E402
+from test_rerank_eval import toy_dataset  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
 

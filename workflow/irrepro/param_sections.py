@@ -31,8 +31,8 @@ from .params import ParamsError, route
 
 __all__ = [
     "Section", "Params", "typed", "DataParams", "Bm25Params", "EvaluateParams", "ModelParams", "TinyParams",
-    "TrainDataParams", "FinetuneParams", "RerankParams", "AblateParams", "FiguresParams", "PublishedAdapter",
-    "PublishedParams", "ItemSplitParams", "SyntodBaseParams", "TodFinetuneParams", "SyntodEvalParams",
+    "TrainDataParams", "LoraTrainingParams", "FinetuneParams", "RerankParams", "AblateParams", "FiguresParams",
+    "PublishedAdapter", "PublishedParams", "ItemSplitParams", "SyntodBaseParams", "TodFinetuneParams", "SyntodEvalParams",
     "SyntodParams", "VerifyParams", "PlanArch", "PlanSyntodParams", "PlanThroughput", "PlanParams",
 ]
 
@@ -51,7 +51,8 @@ class Section(Mapping):
         hints = typing.get_type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = [k for k in data if k not in fields]
-        missing = [n for n, f in fields.items() if n not in data and f.default is dataclasses.MISSING]
+        # sorted: a section's fields start with its base's (LoraTrainingParams), not in the schema's order
+        missing = sorted(n for n, f in fields.items() if n not in data and f.default is dataclasses.MISSING)
         if unknown or missing:
             raise ParamsError(f"params: {where}: " + "; ".join(
                 ([f"unknown key(s) {unknown}"] if unknown else []) + ([f"missing {missing}"] if missing else [])))
@@ -163,30 +164,37 @@ class TrainDataParams(Section):
 
 
 @section
-class FinetuneParams(Section):
-    """params ``finetune``: the reranker grid (families x ranks x targets) and its training knobs."""
+class LoraTrainingParams(Section):
+    """The knobs both LoRA fine-tuning sections have (``finetune``, ``syntod.finetune``): the
+    adapter's alpha and dropout and the shared harness's schedule (:mod:`irrepro.lora`)."""
 
-    families: tuple[str, ...]
-    ranks: tuple[int, ...]
-    targets: tuple[str, ...]
     lora_alpha: float
     lora_dropout: float
     lr: float
     epochs: float
     max_steps: int
-    group_size: int
-    queries_per_device: int
     grad_accum: int
-    query_max_len: int
-    passage_max_len: int
     save_steps: int
     warmup_ratio: float
     bf16: bool
-    base_dtype: str
-    head_labels: int
     gradient_checkpointing: bool
     seed: int
     threads: Optional[int]
+
+
+@section
+class FinetuneParams(LoraTrainingParams):
+    """params ``finetune``: the reranker grid (families x ranks x targets) and its training knobs."""
+
+    families: tuple[str, ...]
+    ranks: tuple[int, ...]
+    targets: tuple[str, ...]
+    group_size: int
+    queries_per_device: int
+    query_max_len: int
+    passage_max_len: int
+    base_dtype: str
+    head_labels: int
     launcher: str
     nproc_per_node: int
     report_to: str
@@ -263,28 +271,16 @@ class SyntodBaseParams(Section):
 
 
 @section
-class TodFinetuneParams(Section):
+class TodFinetuneParams(LoraTrainingParams):
     """params ``syntod.finetune``: LoRA causal-LM fine-tuning of the TOD model."""
 
     rank: int
     targets: str
-    lora_alpha: float
-    lora_dropout: float
-    lr: float
-    epochs: float
-    max_steps: int
     batch_size: int
-    grad_accum: int
     max_len: int
-    save_steps: int
-    warmup_ratio: float
     lr_scheduler: str
     max_grad_norm: float
     group_by_length: bool
-    bf16: bool
-    gradient_checkpointing: bool
-    seed: int
-    threads: Optional[int]
     loss_on: Optional[str] = None
 
 

@@ -9,6 +9,7 @@ rule ablate:
     input:
         stage_code(
             "ablate",
+            "stages/_shared.py",
             "study1/ablation.py",
             "study1/reranking.py",
             "rerank/ablate.py",
@@ -60,6 +61,7 @@ rule ablate_collect:
     input:
         stage_code(
             "ablate_collect",
+            "stages/_shared.py",
             "study1/ablation.py",
             "study1/reranking.py",
             "evaluate.py",

@@ -26,6 +26,7 @@ rule published_eval:
     input:
         stage_code(
             "published_eval",
+            "stages/_shared.py",
             "study1/published.py",
             "study1/reranking.py",
             "rerank/evaluate.py",

@@ -132,6 +132,7 @@ rule rerank_eval:
     input:
         stage_code(
             "rerank_eval",
+            "stages/_shared.py",
             "study1/reranking.py",
             "rerank/evaluate.py",
             "rerank/score.py",
@@ -178,6 +179,7 @@ rule collect:
     input:
         stage_code(
             "collect",
+            "stages/_shared.py",
             "study1/collect.py",
             "study1/reranking.py",
             "evaluate.py",

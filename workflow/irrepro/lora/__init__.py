@@ -10,8 +10,8 @@ TOD model (:mod:`irrepro.syntod.tod`); each trainer keeps only its data, model h
 * :mod:`~irrepro.lora.model`: Hugging Face token, tokenizer pad rule, dtype, activation
   checkpointing, the LoRA adapter with fp32 trainables;
 * :mod:`~irrepro.lora.precision`: base dtype, fp32 trainables, the non-finite guard;
-* :mod:`~irrepro.lora.config`: the trainers' settings built from params ``finetune`` and
-  ``syntod.finetune``.
+* :mod:`~irrepro.lora.config`: the knobs both trainers take (``LoraRecipe``, which each trainer's
+  recipe extends) and the trainers' settings built from params ``finetune`` and ``syntod.finetune``.
 
 Nothing heavy is imported here: torch and transformers load inside the functions that need them
 (:mod:`~irrepro.lora.precision` imports torch at module level: import it lazily).

@@ -14,12 +14,53 @@ the trainers record them in their run config as given.
 
 from __future__ import annotations
 
+import dataclasses
 from types import MappingProxyType
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping, TypeVar
 
 from ..param_sections import FinetuneParams, Section, TodFinetuneParams
 
-__all__ = ["RerankTraining", "TodTraining", "PARAM_KEYS"]
+__all__ = ["RerankTraining", "TodTraining", "PARAM_KEYS", "LoraRecipe"]
+
+R = TypeVar("R", bound="LoraRecipe")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LoraRecipe:
+    """The knobs both LoRA trainers take: the adapter (``rank`` on the ``targets`` module set,
+    ``alpha``, ``dropout``), the optimiser schedule (``lr``, ``epochs``, or ``max_steps`` > 0
+    instead, ``grad_accum``, ``warmup_ratio``), ``save_steps`` between checkpoints, ``bf16``
+    mixed precision, activation checkpointing, the ``seed``, CPU ``threads`` and a log entry
+    every ``logging_steps``. Each trainer's recipe subclasses this with its own knobs and
+    defaults (:class:`irrepro.rerank.train.RerankRecipe`, :class:`irrepro.syntod.tod.TodRecipe`);
+    its trainer takes the recipe whole or its fields as keyword arguments
+    (:meth:`from_arguments`)."""
+
+    rank: int
+    targets: str
+    alpha: float
+    dropout: float = 0.1
+    lr: float
+    epochs: float = 1
+    max_steps: int = -1
+    grad_accum: int = 4
+    save_steps: int = 50
+    warmup_ratio: float
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    seed: int = 42
+    threads: int | None = None
+    logging_steps: int = 1
+
+    @classmethod
+    def from_arguments(cls: type[R], recipe: R | None, knobs: Mapping[str, Any]) -> R:
+        """A trainer's recipe: ``recipe`` with ``knobs`` replacing its fields, or one built from
+        ``knobs`` alone (an unknown knob is a ``TypeError`` naming it)."""
+        if recipe is None:
+            return cls(**knobs)
+        if not isinstance(recipe, cls):
+            raise TypeError(f"expected a {cls.__name__}, got {type(recipe).__name__}")
+        return dataclasses.replace(recipe, **knobs)
 
 # params key -> trainer argument, where the two differ
 PARAM_KEYS = {"lora_alpha": "alpha", "lora_dropout": "dropout", "query_max_len": "qmax", "passage_max_len": "pmax"}

@@ -17,13 +17,14 @@ import functools
 import logging
 import os
 from pathlib import Path
+from typing import Any, Callable, Sequence
 
 from .checkpoints import canonical_adapter_config, prune_resume_state
 
 log = logging.getLogger("irrepro")
 
-__all__ = ["training_arguments", "lora_arguments", "report_to_arg", "length_grouping", "GuardedTrainer",
-           "KeepResumeStateInNewest", "REPORT_TO"]
+__all__ = ["training_arguments", "lora_arguments", "report_to_arg", "length_grouping", "lazy_classes",
+           "GuardedTrainer", "KeepResumeStateInNewest", "REPORT_TO"]
 
 REPORT_TO = ("none", "tensorboard")
 
@@ -155,9 +156,19 @@ def _trainer_classes():
     return GuardedTrainer, KeepResumeStateInNewest
 
 
-def __getattr__(name):  # the Trainer classes without importing transformers at module import
-    if name == "GuardedTrainer":
-        return _trainer_classes()[0]
-    if name == "KeepResumeStateInNewest":
-        return _trainer_classes()[1]
-    raise AttributeError(name)
+def lazy_classes(module: str, build: Callable[[], tuple], names: Sequence[str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` (PEP 562) that serves ``names[i]`` as ``build()[i]``: classes
+    that subclass transformers' are built on first access, so importing their module does not
+    import transformers (``build`` should be cached, e.g. ``functools.lru_cache``)."""
+    names = tuple(names)
+
+    def module_getattr(name: str):
+        if name in names:
+            return build()[names.index(name)]
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    return module_getattr
+
+
+# the Trainer classes without importing transformers at module import
+__getattr__ = lazy_classes(__name__, _trainer_classes, ("GuardedTrainer", "KeepResumeStateInNewest"))

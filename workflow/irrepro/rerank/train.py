@@ -25,6 +25,7 @@ training). Every saved adapter carries the LoRA weights and the ``score`` head.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -34,12 +35,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .. import sidecar
+from ..lora.config import LoraRecipe
 from ..lora.run import finished_summary, run_label, start_run, train_and_publish
-from ..lora.trainer import lora_arguments, report_to_arg
+from ..lora.trainer import lazy_classes, lora_arguments, report_to_arg
 
 log = logging.getLogger("irrepro")
 
-__all__ = ["finetune", "LCETrainer", "EpochToDataset"]
+__all__ = ["finetune", "RerankRecipe", "LCETrainer", "EpochToDataset"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -84,47 +86,33 @@ def _trainer_classes():
     return LCETrainer, EpochToDataset
 
 
-def __getattr__(name):  # the Trainer classes without importing transformers at module import
-    if name == "LCETrainer":
-        return _trainer_classes()[0]
-    if name == "EpochToDataset":
-        return _trainer_classes()[1]
-    raise AttributeError(name)
+# the Trainer classes without importing transformers at module import
+__getattr__ = lazy_classes(__name__, _trainer_classes, ("LCETrainer", "EpochToDataset"))
 
 
-def finetune(
-    base: str | os.PathLike,
-    groups_path: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    *,
-    rank: int,
-    targets: str,
-    alpha: float = 64,
-    dropout: float = 0.1,
-    lr: float = 1e-4,
-    epochs: float = 1,
-    max_steps: int = -1,
-    queries_per_device: int = 16,
-    grad_accum: int = 4,
-    group_size: int = 16,
-    qmax: int = 32,
-    pmax: int = 164,
-    save_steps: int = 50,
-    warmup_ratio: float = 0.1,
-    bf16: bool = False,
-    gradient_checkpointing: bool = False,
-    seed: int = 42,
-    threads: int | None = None,
-    logging_steps: int = 1,
-    callbacks: Sequence[Any] | None = None,
-    token: str | None = None,
-    base_dtype: str = "auto",
-    head_labels: int = 1,
-    label: str | None = None,
-    report_to: str = "none",
-    logging_dir: str | os.PathLike | None = None,
-) -> dict:
-    """Fine-tune ``base`` with LoRA on the groups in ``groups_path`` into ``out_dir``.
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RerankRecipe(LoraRecipe):
+    """The settings of :func:`finetune` (params ``finetune``: :class:`irrepro.lora.config.RerankTraining`):
+    the shared LoRA knobs (:class:`~irrepro.lora.config.LoraRecipe`) and the reranker's."""
+
+    alpha: float = 64
+    lr: float = 1e-4
+    warmup_ratio: float = 0.1
+    queries_per_device: int = 16  # groups (one query each) per device and micro-batch
+    group_size: int = 16  # passages per group: the positive and group_size - 1 negatives
+    qmax: int = 32  # query tokens
+    pmax: int = 164  # passage tokens
+    base_dtype: str = "auto"
+    head_labels: int = 1
+    report_to: str = "none"
+
+
+def finetune(base: str | os.PathLike, groups_path: str | os.PathLike, out_dir: str | os.PathLike,
+             recipe: RerankRecipe | None = None, *, callbacks: Sequence[Any] | None = None, token: str | None = None,
+             label: str | None = None, logging_dir: str | os.PathLike | None = None, **knobs: Any) -> dict:
+    """Fine-tune ``base`` with LoRA on the groups in ``groups_path`` into ``out_dir`` with the
+    settings ``recipe`` (a :class:`RerankRecipe`), or its fields given as keywords (``knobs``:
+    ``rank`` and ``targets`` required; with a ``recipe``, they replace its fields).
 
     ``max_steps`` > 0 overrides ``epochs`` (Trainer semantics); ``bf16`` is mixed precision
     (Trainer autocast over the ``base_dtype`` base; trainables fp32, see the module
@@ -139,14 +127,15 @@ def finetune(
     ``sec_per_step``, ``resumed_from``/``resumed_from_step``; also in the run sidecar). The
     config names a hub base as ``hf:<repo>@<commit>``, a local one as given.
     """
+    r = RerankRecipe.from_arguments(recipe, knobs)
     out = Path(out_dir)
     config = {
-        "base": sidecar.portable_path(base), "groups": str(groups_path), "rank": int(rank), "targets": targets, "alpha": alpha,
-        "dropout": dropout, "lr": lr, "epochs": epochs, "max_steps": max_steps,
-        "queries_per_device": queries_per_device, "grad_accum": grad_accum, "group_size": group_size,
-        "qmax": qmax, "pmax": pmax, "save_steps": save_steps, "warmup_ratio": warmup_ratio, "bf16": bool(bf16),
-        "gradient_checkpointing": bool(gradient_checkpointing), "seed": seed, "base_dtype": base_dtype,
-        "head_labels": int(head_labels),
+        "base": sidecar.portable_path(base), "groups": str(groups_path), "rank": int(r.rank), "targets": r.targets,
+        "alpha": r.alpha, "dropout": r.dropout, "lr": r.lr, "epochs": r.epochs, "max_steps": r.max_steps,
+        "queries_per_device": r.queries_per_device, "grad_accum": r.grad_accum, "group_size": r.group_size,
+        "qmax": r.qmax, "pmax": r.pmax, "save_steps": r.save_steps, "warmup_ratio": r.warmup_ratio, "bf16": bool(r.bf16),
+        "gradient_checkpointing": bool(r.gradient_checkpointing), "seed": r.seed, "base_dtype": r.base_dtype,
+        "head_labels": int(r.head_labels),
     }
     label = label or run_label(out)
     done = finished_summary(out, config, "finetune")
@@ -161,27 +150,27 @@ def finetune(
     from .data import GroupCollator, GroupDataset, read_groups
     from .model import load_reranker
 
-    if threads:
-        torch.set_num_threads(int(threads))
+    if r.threads:
+        torch.set_num_threads(int(r.threads))
     run = start_run(out, config)
 
     records = read_groups(groups_path)
     if not records:
         raise ValueError(f"{groups_path}: no training groups")
-    set_seed(seed)  # the fresh score head and LoRA A matrices are drawn from the global RNG
+    set_seed(r.seed)  # the fresh score head and LoRA A matrices are drawn from the global RNG
     # frozen base in base_dtype, trainables fp32; bf16 adds Trainer autocast (mixed precision)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, tokenizer = load_reranker(base, rank, targets, alpha=alpha, dropout=dropout,
-                                     dtype=resolve_base_dtype(base_dtype, device), head_labels=head_labels,
-                                     gradient_checkpointing=gradient_checkpointing, token=token)
+    model, tokenizer = load_reranker(base, r.rank, r.targets, alpha=r.alpha, dropout=r.dropout,
+                                     dtype=resolve_base_dtype(r.base_dtype, device), head_labels=r.head_labels,
+                                     gradient_checkpointing=r.gradient_checkpointing, token=token)
     dataset = GroupDataset(records)
-    collator = GroupCollator(tokenizer, group_size, qmax=qmax, pmax=pmax, seed=seed)
+    collator = GroupCollator(tokenizer, r.group_size, qmax=r.qmax, pmax=r.pmax, seed=r.seed)
 
     args = lora_arguments(
-        out, batch_size=queries_per_device, grad_accum=grad_accum, lr=lr, epochs=epochs, max_steps=max_steps,
-        warmup_ratio=warmup_ratio, lr_scheduler="linear", bf16=bf16, logging_steps=logging_steps,
-        save_steps=save_steps, seed=seed, label_names=[], report_to=report_to_arg(report_to, logging_dir),
-        disable_tqdm=not sys.stderr.isatty(),
+        out, batch_size=r.queries_per_device, grad_accum=r.grad_accum, lr=r.lr, epochs=r.epochs,
+        max_steps=r.max_steps, warmup_ratio=r.warmup_ratio, lr_scheduler="linear", bf16=r.bf16,
+        logging_steps=r.logging_steps, save_steps=r.save_steps, seed=r.seed, label_names=[],
+        report_to=report_to_arg(r.report_to, logging_dir), disable_tqdm=not sys.stderr.isatty(),
     )
     LCETrainer, EpochToDataset = _trainer_classes()
     trainer = LCETrainer(
@@ -191,8 +180,8 @@ def finetune(
         data_collator=collator,
         processing_class=tokenizer,
         callbacks=[EpochToDataset(dataset), KeepResumeStateInNewest(), *(callbacks or [])],
-        group_size=group_size,
-        head_labels=int(head_labels),
+        group_size=r.group_size,
+        head_labels=int(r.head_labels),
         guard_label=f"finetune {label}",
     )
     return train_and_publish(trainer, run, extra={"n_queries": len(records), "base_dtype_loaded": str(model.dtype)})

@@ -1,14 +1,29 @@
-"""What several stage modules share: ``KEY=PATH`` values, the SynTOD seed file, the launch of
-a training run. (Argument choices come from :mod:`irrepro.vocab`.)"""
+"""What several stage modules share: the arguments of the Study 1 stages that read the first
+stage, ``KEY=PATH`` values, the SynTOD seed file, the launch of a training run. (Argument
+choices come from :mod:`irrepro.vocab`.)"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 
+from ..commands import In, Opt
 from ..errors import InputError
 
 log = logging.getLogger("irrepro")
+
+# the raw data (topics, qrels) and the first-stage runs: what the reranking and collecting
+# stages of Study 1 read
+FIRST_STAGE_ARGS = (In("--raw"), In("--runs", "first-stage runs directory"))
+
+# one config's checkpoints reranking the first stage (stages rerank_eval and ablate)
+RERANK_CONFIG_ARGS = (
+    Opt("--config", "config name, e.g. llama-r8-mha", required=True),
+    In("--base"),
+    In("--adapters", "directory of checkpoint-<step> adapters, or hf:<repo>@<commit>[:subfolder]"),
+    *FIRST_STAGE_ARGS,
+    In("--corpus"),
+)
 
 
 def key_path(text: str) -> tuple[str, str]:

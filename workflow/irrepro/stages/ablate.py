@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from ..commands import In, Opt, Out
+from ..commands import Out
+from ._shared import RERANK_CONFIG_ARGS
 
 HELP = "rerank with LoRA switched off per layer/band/projection (one config)"
-ARGS = (
-    Opt("--config", "config name, e.g. llama-r8-mha", required=True),
-    In("--base"),
-    In("--adapters", "directory of checkpoint-<step> adapters, or hf:<repo>@<commit>[:subfolder]"),
-    In("--raw"),
-    In("--runs", "first-stage runs directory"),
-    In("--corpus"),
-    Out("--out", "directory of <dataset>/<variant>.trec runs + variants.json"),
-)
+ARGS = (*RERANK_CONFIG_ARGS, Out("--out", "directory of <dataset>/<variant>.trec runs + variants.json"))
 PARAMS = ("profile", "ablate", "rerank", "finetune")
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from ..commands import In, Out
+from ._shared import FIRST_STAGE_ARGS
 
 HELP = "ranx metrics of every ablation run, deltas vs full / head-only"
 ARGS = (
-    In("--raw"),
-    In("--runs", "first-stage runs directory"),
+    *FIRST_STAGE_ARGS,
     In("--ablate-runs", "directory of <config>/ ablation runs"),
     Out("--out-tsv"),
     Out("--out-json"),

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from ..commands import In, Out
+from ._shared import FIRST_STAGE_ARGS
 
 HELP = "ranx metrics of every checkpoint run, final metrics, significance vs BM25"
 ARGS = (
-    In("--raw"),
-    In("--runs", "first-stage runs directory"),
+    *FIRST_STAGE_ARGS,
     In("--rerank-runs", "directory of <config>/ rerank runs"),
     Out("--out-tsv"),
     Out("--out-json"),

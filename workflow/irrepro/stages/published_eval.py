@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 
 from ..commands import In, Out
+from ._shared import FIRST_STAGE_ARGS
 
 log = logging.getLogger("irrepro")
 
 HELP = "rerank and score every pinned published adapter folder"
 ARGS = (
     In("--pins", "pin file from published-fetch"),
-    In("--raw"),
-    In("--runs", "first-stage runs directory"),
+    *FIRST_STAGE_ARGS,
     In("--corpus"),
     Out("--out-runs", "directory of <name>/<checkpoint>/<dataset>/step-<n>.trec runs"),
     Out("--out-tsv"),

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-from ..commands import In, Opt, Out
+from ..commands import Out
+from ._shared import RERANK_CONFIG_ARGS
 
 HELP = ("rerank the first stage with the checkpoints of one config: every checkpoint on "
         "rerank.checkpoint_datasets, the final one on rerank.final_datasets")
-ARGS = (
-    Opt("--config", "config name, e.g. llama-r8-mha", required=True),
-    In("--base"),
-    In("--adapters", "directory of checkpoint-<step> adapters, or hf:<repo>@<commit>[:subfolder]"),
-    In("--raw"),
-    In("--runs", "first-stage runs directory"),
-    In("--corpus"),
-    Out("--out", "directory of <dataset>/step-<step>.trec runs"),
-)
+ARGS = (*RERANK_CONFIG_ARGS, Out("--out", "directory of <dataset>/step-<step>.trec runs"))
 PARAMS = ("profile", "rerank", "finetune.query_max_len", "finetune.passage_max_len")
 
 

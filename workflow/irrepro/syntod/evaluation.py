@@ -423,15 +423,10 @@ def judge_spec(spec: Mapping) -> dict:
 
 
 def _eval_params(P: Mapping) -> tuple[dict, dict]:
-    S = P.get("syntod")
-    if not isinstance(S, Mapping):
-        raise ValueError("params: section syntod is missing")
-    E = S.get("eval")
-    if not isinstance(E, Mapping):
-        raise ValueError("params: section syntod.eval is missing")
-    missing = [k for k in EVAL_KEYS if k not in E]
-    if missing:
-        raise ValueError(f"params: syntod.eval lacks {', '.join(missing)}")
+    from .stages import params_section
+
+    S = params_section(P, "syntod")
+    E = params_section(P, "syntod.eval", EVAL_KEYS)
     if "judge" not in S:
         raise ValueError("params: syntod.judge is missing")
     return dict(S), dict(E)

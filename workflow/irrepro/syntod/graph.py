@@ -56,6 +56,7 @@ from typing import Any, Callable, Iterable, Sequence
 import jsonschema
 import yaml
 
+from ..jsonl import input_error, json_lines
 from ..yamlio import YAMLInputError, load_yaml
 
 from ..utils import atomic_path
@@ -333,23 +334,15 @@ class Product:
     raw: dict = field(repr=False)
 
 
+def _seed_error(path: str | os.PathLike, lineno: int, message: str) -> SeedError:
+    return SeedError(f"{path}:{lineno}: {message}" if lineno else f"{path}: {message}")
+
+
 def _read_records(path: str | os.PathLike) -> Iterable[tuple[str, dict]]:
+    """``(file:line, object)`` of each record of a seed JSONL (:func:`irrepro.jsonl.json_lines`)."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise SeedError(f"{path}: not found") from None
-    for no, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{no}"
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SeedError(f"{where}: not valid JSON: {exc}") from None
-        if not isinstance(rec, dict):
-            raise SeedError(f"{where}: a record must be a JSON object, got {type(rec).__name__}")
-        yield where, rec
+    for no, rec in json_lines(path, error=_seed_error):
+        yield f"{path}:{no}", rec
 
 
 def _field(rec: dict, key: str, types, where: str):
@@ -818,14 +811,12 @@ def write_walks(walks: Iterable[Walk], path: str | os.PathLike) -> int:
 
 
 def read_walks(path: str | os.PathLike) -> list[Walk]:
-    """Walks written by :func:`write_walks`; a bad line raises ValueError naming file:line."""
+    """Walks written by :func:`write_walks`; a bad line raises an :class:`~irrepro.errors.InputError`
+    (a ValueError) naming file:line (:func:`irrepro.jsonl.json_lines`)."""
     out = []
-    with open(path, encoding="utf-8") as fh:
-        for no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                out.append(Walk.from_dict(json.loads(line)))
-            except (json.JSONDecodeError, TypeError, KeyError) as exc:
-                raise ValueError(f"{path}:{no}: not a walk record: {exc}") from None
+    for no, rec in json_lines(path):
+        try:
+            out.append(Walk.from_dict(rec))
+        except (TypeError, KeyError) as exc:
+            raise input_error(path, no, f"not a walk record: {exc}") from None
     return out

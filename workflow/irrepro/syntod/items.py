@@ -114,12 +114,9 @@ def is_unseen(conv, train_titles, catalog_titles, items_of: str = "mentioned") -
 
 def item_split_params(P: Mapping) -> dict:
     """``P["syntod"]["item_split"]``, checked (``test_fraction`` in (0, 1))."""
-    spec = (P.get("syntod") or {}).get("item_split")
-    if not isinstance(spec, Mapping):
-        raise ValueError("params: section syntod.item_split is missing")
-    missing = [k for k in ITEM_SPLIT_KEYS if k not in spec]
-    if missing:
-        raise ValueError(f"params: syntod.item_split lacks {', '.join(missing)}")
+    from .stages import params_section
+
+    spec = params_section(P, "syntod.item_split", ITEM_SPLIT_KEYS)
     f = spec["test_fraction"]
     if not isinstance(f, (int, float)) or not 0 < f < 1:
         raise ValueError(f"params: syntod.item_split.test_fraction must be in (0, 1), got {f!r}")

@@ -56,6 +56,7 @@ from typing import Iterable, Sequence
 
 import yaml
 
+from ..jsonl import json_lines
 from ..yamlio import load_yaml
 
 from .llm import BACKEND_KINDS, Backend, LLMError, all_spec_keys, chat_json, kind_keys, make_backend
@@ -312,22 +313,11 @@ def load_human_labels(path: str | os.PathLike) -> dict[tuple[str, int], int]:
     (``conversation_id``/``id``, ``turn``/``turn_index``, ``label``) or JSONL with the same
     keys. A bad row or a (conversation, turn) given twice raises ValueError naming file:line."""
     path = Path(path)
-    rows: list[tuple[str, dict]] = []
-    with open(path, encoding="utf-8", newline="") as fh:
-        if path.suffix in (".jsonl", ".json"):
-            for no, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise ValueError(f"{path}:{no}: not JSON: {exc}") from None
-                    if not isinstance(rec, dict):
-                        raise ValueError(f"{path}:{no}: expected a JSON object")
-                    rows.append((f"{path}:{no}", rec))
-        else:
-            reader = csv.DictReader(fh, delimiter="\t")
-            for no, rec in enumerate(reader, 2):
-                rows.append((f"{path}:{no}", rec))
+    if path.suffix in (".jsonl", ".json"):  # a bad line: InputError (a ValueError) naming file:line
+        rows = [(f"{path}:{no}", rec) for no, rec in json_lines(path)]
+    else:
+        with open(path, encoding="utf-8", newline="") as fh:
+            rows = [(f"{path}:{no}", rec) for no, rec in enumerate(csv.DictReader(fh, delimiter="\t"), 2)]
     labels: dict[tuple[str, int], int] = {}
     for where, rec in rows:
         cid = str(_field(rec, ID_KEYS, where))

@@ -29,10 +29,26 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import Mapping, Sequence
 
 from ..vocab import METHODS
 
 log = logging.getLogger("irrepro.syntod.stages")
+
+
+def params_section(P: Mapping, dotted: str, keys: Sequence[str] = ()) -> Mapping:
+    """``P`` at the dotted path (``"syntod.base"``: ``P["syntod"]["base"]``), checked to be a
+    mapping holding ``keys``; else a ValueError naming the section or the keys it lacks."""
+    section = P
+    for name in dotted.split("."):
+        section = section.get(name) if isinstance(section, Mapping) else None
+    if not isinstance(section, Mapping):
+        raise ValueError(f"params: section {dotted} is missing")
+    missing = [k for k in keys if k not in section]
+    if missing:
+        raise ValueError(f"params: {dotted} lacks {', '.join(missing)}")
+    return section
+
 
 def finetune_tod_stage(P: dict, base: str, train: str, out: str) -> dict:
     """LoRA SFT of the TOD model on ``train`` (SynTOD text JSONL) with the knobs of
@@ -61,13 +77,7 @@ SYNTOD_KEYS = ("n_conversations", "heldout_fraction", "seed", "llm", "cache_dir"
 
 def syntod_params(P: dict) -> dict:
     """``P["syntod"]``, checked for the keys the generation stages need."""
-    S = P.get("syntod")
-    if not isinstance(S, dict):
-        raise ValueError("params: section syntod is missing")
-    missing = [k for k in SYNTOD_KEYS if k not in S]
-    if missing:
-        raise ValueError(f"params: syntod lacks {', '.join(missing)}")
-    return S
+    return params_section(P, "syntod", SYNTOD_KEYS)
 
 
 def llm_spec(spec: dict) -> dict:
@@ -286,13 +296,7 @@ def base_corpus(raw: str | os.PathLike, seed: int = 0, copies: int = VOCAB_COPIE
 
 def base_params(P: dict) -> dict:
     """``P["syntod"]["base"]``, checked."""
-    B = (P.get("syntod") or {}).get("base")
-    if not isinstance(B, dict):
-        raise ValueError("params: section syntod.base is missing")
-    missing = [k for k in BASE_KEYS if k not in B]
-    if missing:
-        raise ValueError(f"params: syntod.base lacks {', '.join(missing)}")
-    return B
+    return params_section(P, "syntod.base", BASE_KEYS)
 
 
 def base_stage(P: dict, raw: str, out: str, catalogs: dict | None = None) -> dict:

@@ -48,6 +48,7 @@ only, as the original; an annotation runs until it closes, however long).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -56,13 +57,15 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from ..jsonl import input_error, json_lines
+from ..lora.config import LoraRecipe
 from ..lora.model import (add_lora, enable_checkpointing, fit_pad_token, hf_token, load_tokenizer, parameter_counts,
                           resolve_dtype)
 from ..progress import progress
 
 log = logging.getLogger("irrepro.syntod.tod")
 
-__all__ = ["finetune_tod", "teacher_forced", "parse_prediction", "TODModel", "read_conversations",
+__all__ = ["finetune_tod", "TodRecipe", "teacher_forced", "parse_prediction", "TODModel", "read_conversations",
            "encode_conversation", "trained_spans", "load_tod_model", "LOSS_ON", "DEFAULT_LOSS_ON",
            "INTENT_STOP", "RESPONSE_STOP", "INTENT_PREFIX", "decode_completion"]
 
@@ -86,22 +89,16 @@ _ANNOTATION = re.compile(r"(?:(?<=\s)|^)## (?=\{)")  # a turn's annotation: the 
 
 def read_conversations(path: str | os.PathLike) -> list[str]:
     """The ``text`` of every line of a SynTOD text JSONL (blank lines skipped); a line that
-    is not a JSON object with a non-empty string ``text`` is an error naming file and line."""
+    is not a JSON object with a non-empty string ``text`` is an :class:`~irrepro.errors.InputError`
+    naming file and line (:func:`irrepro.jsonl.json_lines`)."""
     texts = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: not JSON ({exc.msg})") from None
-            text = rec.get("text") if isinstance(rec, dict) else None
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError(f"{path}:{lineno}: expected an object with a non-empty string 'text'")
-            texts.append(text)
+    for lineno, rec in json_lines(path, objects=False):
+        text = rec.get("text") if isinstance(rec, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            raise input_error(path, lineno, "expected an object with a non-empty string 'text'")
+        texts.append(text)
     if not texts:
-        raise ValueError(f"{path}: no conversations")
+        raise input_error(path, 0, "no conversations")
     return texts
 
 
@@ -215,36 +212,28 @@ def load_tod_model(base: str | os.PathLike, rank: int, targets: str, alpha: floa
 # ---------------------------------------------------------------------------- training
 
 
-def finetune_tod(
-    base: str | os.PathLike,
-    train_jsonl: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    *,
-    rank: int,
-    targets: str,
-    alpha: float = 16,
-    dropout: float = 0.1,
-    lr: float = 2e-4,
-    epochs: float = 1,
-    max_steps: int = -1,
-    batch_size: int = 4,
-    grad_accum: int = 4,
-    max_len: int = 2048,
-    save_steps: int = 50,
-    warmup_ratio: float = 0.03,
-    lr_scheduler: str = "constant_with_warmup",
-    max_grad_norm: float = 0.3,
-    group_by_length: bool = False,
-    bf16: bool = False,
-    gradient_checkpointing: bool = False,
-    seed: int = 42,
-    threads: int | None = None,
-    loss_on: str = DEFAULT_LOSS_ON,
-    logging_steps: int = 1,
-    callbacks: Sequence[Any] | None = None,
-    token: str | None = None,
-) -> dict:
-    """Causal-LM SFT of ``base`` with LoRA on the conversations of ``train_jsonl`` into ``out_dir``.
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TodRecipe(LoraRecipe):
+    """The settings of :func:`finetune_tod` (params ``syntod.finetune``: :class:`irrepro.lora.config.TodTraining`):
+    the shared LoRA knobs (:class:`~irrepro.lora.config.LoraRecipe`) and the causal LM's."""
+
+    alpha: float = 16
+    lr: float = 2e-4
+    warmup_ratio: float = 0.03
+    batch_size: int = 4  # conversations per device and micro-batch
+    max_len: int = 2048  # tokens per conversation (cut beyond)
+    lr_scheduler: str = "constant_with_warmup"  # one of LR_SCHEDULERS
+    max_grad_norm: float = 0.3
+    group_by_length: bool = False
+    loss_on: str = DEFAULT_LOSS_ON  # one of LOSS_ON (module docstring)
+
+
+def finetune_tod(base: str | os.PathLike, train_jsonl: str | os.PathLike, out_dir: str | os.PathLike,
+                 recipe: TodRecipe | None = None, *, callbacks: Sequence[Any] | None = None, token: str | None = None,
+                 **knobs: Any) -> dict:
+    """Causal-LM SFT of ``base`` with LoRA on the conversations of ``train_jsonl`` into ``out_dir``
+    with the settings ``recipe`` (a :class:`TodRecipe`), or its fields given as keywords
+    (``knobs``: ``rank`` and ``targets`` required; with a ``recipe``, they replace its fields).
 
     ``max_steps`` > 0 overrides ``epochs``; ``bf16`` is mixed precision. Learning rate by
     ``lr_scheduler`` (:data:`LR_SCHEDULERS`; the release: ``constant``, no warm-up), with a
@@ -263,22 +252,24 @@ def finetune_tod(
     from ..lora.trainer import length_grouping, lora_arguments
     from ..sidecar import portable_path
 
-    if loss_on not in LOSS_ON:
-        raise ValueError(f"loss_on must be one of {list(LOSS_ON)}, got {loss_on!r}")
-    if lr_scheduler not in LR_SCHEDULERS:
-        raise ValueError(f"lr_scheduler must be one of {list(LR_SCHEDULERS)}, got {lr_scheduler!r}")
-    if lr_scheduler == "constant" and warmup_ratio:
-        raise ValueError(f"lr_scheduler constant has no warm-up; warmup_ratio must be 0, got {warmup_ratio} "
+    r = TodRecipe.from_arguments(recipe, knobs)
+    if r.loss_on not in LOSS_ON:
+        raise ValueError(f"loss_on must be one of {list(LOSS_ON)}, got {r.loss_on!r}")
+    if r.lr_scheduler not in LR_SCHEDULERS:
+        raise ValueError(f"lr_scheduler must be one of {list(LR_SCHEDULERS)}, got {r.lr_scheduler!r}")
+    if r.lr_scheduler == "constant" and r.warmup_ratio:
+        raise ValueError(f"lr_scheduler constant has no warm-up; warmup_ratio must be 0, got {r.warmup_ratio} "
                          "(use constant_with_warmup)")
-    if not max_grad_norm > 0:
-        raise ValueError(f"max_grad_norm must be > 0, got {max_grad_norm}")
+    if not r.max_grad_norm > 0:
+        raise ValueError(f"max_grad_norm must be > 0, got {r.max_grad_norm}")
     out = Path(out_dir)
     config = {
-        "base": portable_path(base), "train": str(train_jsonl), "rank": int(rank), "targets": targets, "alpha": alpha,
-        "dropout": dropout, "lr": lr, "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,
-        "grad_accum": grad_accum, "max_len": max_len, "save_steps": save_steps, "warmup_ratio": warmup_ratio,
-        "bf16": bool(bf16), "gradient_checkpointing": bool(gradient_checkpointing), "seed": seed, "loss_on": loss_on,
-        "lr_scheduler": lr_scheduler, "max_grad_norm": max_grad_norm, "group_by_length": bool(group_by_length),
+        "base": portable_path(base), "train": str(train_jsonl), "rank": int(r.rank), "targets": r.targets,
+        "alpha": r.alpha, "dropout": r.dropout, "lr": r.lr, "epochs": r.epochs, "max_steps": r.max_steps,
+        "batch_size": r.batch_size, "grad_accum": r.grad_accum, "max_len": r.max_len, "save_steps": r.save_steps,
+        "warmup_ratio": r.warmup_ratio, "bf16": bool(r.bf16), "gradient_checkpointing": bool(r.gradient_checkpointing),
+        "seed": r.seed, "loss_on": r.loss_on, "lr_scheduler": r.lr_scheduler, "max_grad_norm": r.max_grad_norm,
+        "group_by_length": bool(r.group_by_length),
     }
     done = finished_summary(out, config, "finetune_tod")
     if done is not None:
@@ -289,34 +280,35 @@ def finetune_tod(
 
     from ..lora.trainer import GuardedTrainer, KeepResumeStateInNewest
 
-    if threads:
-        torch.set_num_threads(int(threads))
+    if r.threads:
+        torch.set_num_threads(int(r.threads))
     t0 = time.time()
     texts = read_conversations(train_jsonl)
     run = start_run(out, config, t0)
 
-    set_seed(seed)  # the LoRA A matrices are drawn from the global RNG
-    model, tokenizer = load_tod_model(base, rank, targets, alpha=alpha, dropout=dropout, dtype=None,
-                                      gradient_checkpointing=gradient_checkpointing, token=token)
+    set_seed(r.seed)  # the LoRA A matrices are drawn from the global RNG
+    model, tokenizer = load_tod_model(base, r.rank, r.targets, alpha=r.alpha, dropout=r.dropout, dtype=None,
+                                      gradient_checkpointing=r.gradient_checkpointing, token=token)
+    max_len = r.max_len
     n_pos = getattr(model.config, "max_position_embeddings", None)
     if n_pos and max_len > n_pos:
         log.warning("finetune_tod: max_len %d exceeds the base's %d positions", max_len, n_pos)
     dataset, n_truncated, n_trained = [], 0, 0
     for text in texts:
-        ids, labels, truncated = encode_conversation(tokenizer, text, max_len, loss_on)
+        ids, labels, truncated = encode_conversation(tokenizer, text, max_len, r.loss_on)
         n_truncated += truncated
         n_trained += sum(lab != -100 for lab in labels)
         dataset.append({"input_ids": ids, "labels": labels})
     log.info("finetune_tod: %d conversations from %s, %d truncated to %d tokens; %d tokens trained (loss_on=%s)",
-             len(texts), train_jsonl, n_truncated, max_len, n_trained, loss_on)
+             len(texts), train_jsonl, n_truncated, max_len, n_trained, r.loss_on)
     if n_trained == 0:
-        raise ValueError(f"{train_jsonl}: no token carries loss (loss_on={loss_on}, max_len={max_len})")
+        raise ValueError(f"{train_jsonl}: no token carries loss (loss_on={r.loss_on}, max_len={max_len})")
 
     args = lora_arguments(
-        out, batch_size=batch_size, grad_accum=grad_accum, lr=lr, epochs=epochs, max_steps=max_steps,
-        warmup_ratio=warmup_ratio, lr_scheduler=lr_scheduler, bf16=bf16, logging_steps=logging_steps,
-        save_steps=save_steps, seed=seed, label_names=["labels"],
-        max_grad_norm=max_grad_norm, **length_grouping(group_by_length),
+        out, batch_size=r.batch_size, grad_accum=r.grad_accum, lr=r.lr, epochs=r.epochs, max_steps=r.max_steps,
+        warmup_ratio=r.warmup_ratio, lr_scheduler=r.lr_scheduler, bf16=r.bf16, logging_steps=r.logging_steps,
+        save_steps=r.save_steps, seed=r.seed, label_names=["labels"],
+        max_grad_norm=r.max_grad_norm, **length_grouping(r.group_by_length),
     )
     trainer = GuardedTrainer(model=model, args=args, train_dataset=dataset,
                              data_collator=_Collator(tokenizer.pad_token_id), processing_class=tokenizer,

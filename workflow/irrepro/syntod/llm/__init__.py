@@ -17,13 +17,13 @@ from .base import DEFAULT_SAMPLING, ROLES, Backend, JSONReplyError, LLMError, LL
 from .http import DEFAULT_OPENAI_URL, OpenAIChatBackend, public_url, reply_usage
 from .local import TransformersBackend, build_prompt
 from .replies import chat_json, parse_reply, repair_json
-from .simulator import USER_TEMPLATES, OfflineSimulator
+from .simulator import OfflineSimulator, user_templates
 from .spec import BACKEND_KINDS, FORBIDDEN_KEYS, SPEC_KEYS, all_spec_keys, kind_keys, make_backend, select_spec
 
 __all__ = [
     "BACKEND_KINDS", "DEFAULT_OPENAI_URL", "DEFAULT_SAMPLING", "FORBIDDEN_KEYS", "ROLES", "SPEC_KEYS",
-    "USER_TEMPLATES", "Backend", "JSONReplyError", "LLMError", "LLMHTTPError", "OfflineSimulator",
+    "Backend", "JSONReplyError", "LLMError", "LLMHTTPError", "OfflineSimulator",
     "OpenAIChatBackend", "TransformersBackend", "all_spec_keys", "build_prompt", "chat_json",
     "check_messages", "kind_keys", "make_backend", "parse_reply", "public_url", "repair_json", "reply_usage",
-    "select_spec",
+    "select_spec", "user_templates",
 ]

@@ -5,12 +5,17 @@ mini default so the pipeline runs anywhere; reports must name it as a template s
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
 import random
 import re
+from pathlib import Path
 from typing import Any
 
+from ...errors import InputError
+from ...yamlio import load_yaml
 from .base import Backend
 
 
@@ -29,41 +34,28 @@ def _title(item: Any) -> str:
     return str(item)
 
 
-USER_TEMPLATES = {
-    "search_recipe": ["Can you find me a recipe for {query}?", "I'm looking for {query} recipes.", "Search for {query}, please."],
-    "suggest_recipe": ["I'd like to make something like {query}. Any ideas?", "Suggest a recipe with {query}.",
-                       "What could I cook? Something {query}."],
-    "search_product": ["I'd like to see {product_name}.", "Show me {query}.", "I'm looking for {query}."],
-    "suggest_product": ["Can you suggest {query}?", "I need something like {query}. Any suggestions?"],
-    "generic_product_query": ["Show me some {query}.", "What do you have in {query}?", "Show me some products."],
-    "user_clarifies": ["I mean {query}.", "To clarify: {query}."],
-    "more_results": ["Show me more results.", "Do you have other options?", "Any more?"],
-    "select_i": ["Let's go with number {selection}.", "I'll take option {selection}.", "Number {selection}, please."],
-    "begin_task": ["Let's start cooking.", "I'm ready, give me the first step."],
-    "next_step": ["What's next?", "Next step, please.", "Done, what do I do now?"],
-    "done_step": ["I'm done with this step.", "Finished, that step is done."],
-    "acknowledge_step": ["Got it.", "Okay, that's clear."],
-    "acknowledge_task": ["Sounds good, let's make this one.", "Great, I'll go with that recipe."],
-    "goto_step": ["Take me to step {step}.", "Go to step {step}, please."],
-    "show_ingredients": ["What ingredients do I need?", "Show me the ingredients."],
-    "in_task_qa": ["{question}", "Quick question about this step: {question}"],
-    "product_qa": ["{question}", "About this product: {question}"],
-    "open_domain_qa": ["{question}", "Something else: {question}"],
-    "chitchat": ["How is your day going?", "Do you like your job?", "Tell me something fun."],
-    "set_timer": ["Set a timer for {duration}.", "Please start a {duration} timer."],
-    "finish_task": ["I'm done, thanks!", "That's all, we're finished."],
-    "show_attributes": ["What are its features?", "Tell me more about its attributes."],
-    "add_to_cart": ["Add it to my cart.", "Put this one in the cart, please."],
-    "remove_from_cart": ["Remove it from my cart.", "Take that out of the cart."],
-    "show_cart": ["Show me my cart.", "What's in my cart?"],
-    "buy_cart": ["I'd like to buy what's in my cart.", "Let's check out."],
-    "add_for_compare": ["Add this one for comparison.", "I want to compare this one too."],
-    "remove_from_comparison": ["Remove it from the comparison.", "Drop that one from the compare list."],
-    "compare_products": ["Compare {list_of_products}.", "How do {list_of_products} compare?"],
-    "delivery_address": ["Can you deliver it to {address}?", "Please ship to {address}."],
-    "acknowledge": ["Okay, sounds good.", "Great, thanks."],
-    "repeat": ["Sorry, can you repeat that?", "Could you say that again?"],
-}
+# per intent, the user utterance templates: data, like the generation prompts
+USER_TEMPLATES_PATH = Path(__file__).resolve().parents[2] / "resources" / "syntod" / "simulator_templates.yaml"
+
+
+def load_user_templates(path: str | os.PathLike = USER_TEMPLATES_PATH) -> dict[str, list[str]]:
+    """``{intent: [template, ...]}`` of a templates file; InputError names the file and the intent."""
+    data = load_yaml(path)
+    if not isinstance(data, dict):
+        raise InputError("expected a mapping of intent -> list of templates", file=path)
+    for intent, templates in data.items():
+        if not (isinstance(templates, list) and templates and all(isinstance(t, str) for t in templates)):
+            raise InputError(f"expected a non-empty list of template strings, got {templates!r:.200}",
+                             file=path, key=str(intent))
+    return data
+
+
+@functools.cache
+def user_templates() -> dict[str, list[str]]:
+    """The packaged templates, read once (on the first user turn)."""
+    return load_user_templates()
+
+
 _FIELD = re.compile(r"\{(\w+)\}")
 
 
@@ -75,7 +67,7 @@ def _sim_user_turn(meta: dict, rng: random.Random) -> dict:
     if not isinstance(slots, dict):
         raise ValueError(f"OfflineSimulator user_turn: meta['slots'] must be a dict, got {slots!r:.200}")
     rendered = {k: _render(v) for k, v in slots.items() if v not in (None, "", [], {})}
-    templates = USER_TEMPLATES.get(intent, [intent.replace("_", " ").capitalize() + "."])
+    templates = user_templates().get(intent, [intent.replace("_", " ").capitalize() + "."])
     usable = [t for t in templates if set(_FIELD.findall(t)) <= set(rendered)] or [intent.replace("_", " ").capitalize() + "."]
     template = rng.choice(usable)
     text = template.format(**rendered)
