@@ -107,9 +107,12 @@ def log_times(path: Path, lines: int = 1) -> list[float]:
     return out
 
 
-def read_jobs(project: Path, since: float | None = None, import_s: dict[str, float] | None = None) -> list[Job]:
+def read_jobs(project: Path, since: float | None = None, import_s: dict[str, float] | None = None,
+              profile: str | None = None) -> list[Job]:
     """The finished jobs recorded in ``project/.snakemake/metadata`` (started at or after
-    ``since``), one per job: a job with several outputs has one record per output.
+    ``since``; with ``profile``, only the jobs logging under ``logs/<profile>/``: a project that also
+    ran the rehearsal keeps both in one metadata folder), one per job: a job with several outputs has
+    one record per output.
     ``import_s``: per job log, the job's import cost beyond the CLI (:func:`measure_imports`)."""
     seen: dict[tuple, Job] = {}
     meta_dir = project / ".snakemake" / "metadata"
@@ -122,6 +125,8 @@ def read_jobs(project: Path, since: float | None = None, import_s: dict[str, flo
         if rec.get("incomplete") or start is None or end is None or (since is not None and start < since):
             continue
         logs = rec.get("log") or []
+        if profile and logs and not logs[0].startswith(f"logs/{profile}/"):
+            continue
         key = (rec.get("rule"), rec.get("job_hash"), tuple(logs))
         job = seen.get(key)
         if job is None:
@@ -205,7 +210,7 @@ def read_sidecars(project: Path, profile: str) -> list[dict]:
 def summarise(project: Path, profile: str, wall_s: float | None = None, since: float | None = None,
               setup_s: float | None = None, import_s: dict[str, float] | None = None) -> Summary:
     """The figures of a finished run in ``project`` (see the module docstring)."""
-    jobs = read_jobs(project, since, import_s)
+    jobs = read_jobs(project, since, import_s, profile)
     cars = read_sidecars(project, profile)
     if since is not None:  # sidecars carry a start time to the second
         cars = [c for c in cars if _iso(c.get("started")) is None or _iso(c["started"]) >= int(since)]
