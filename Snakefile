@@ -40,7 +40,19 @@ rule all:
         expand(SYN_WALK_STATS, domain=P["syntod"]["domains"]),
 
 
+onstart:
+    # Jobs fork from one warm worker that has imported torch/transformers/peft (irrepro.warm_worker):
+    # started when the run has model jobs, i.e. jobs of rules with a GPU resource.
+    if sum(job.rule.name in MODEL_RULES for job in workflow.dag.needrun_jobs()) >= 2:
+        warm_worker.start_for_run(f"logs/{PROFILE}/warm-worker.log", threads=MODEL_THREADS)
+
+
+onerror:
+    warm_worker.stop_for_run()
+
+
 onsuccess:
+    warm_worker.stop_for_run()
     # Record the outputs in DVC so `dvc status` is clean and `dvc repro` has nothing to do.
     # A failure here is reported (logs/<profile>/dvc-commit.log) but does not undo the run.
     shell("irrepro tools dvc-commit --profile {PROFILE} --log logs/{PROFILE}/dvc-commit.log || true")

@@ -88,6 +88,7 @@ class Summary:
     wall_s: float | None
     setup_s: float | None = None
     families: dict[str, dict] = field(default_factory=dict)
+    warm_jobs: int = 0  # jobs forked from the run's warm worker (irrepro.warm_worker)
 
 
 def log_times(path: Path, lines: int = 1) -> list[float]:
@@ -231,7 +232,8 @@ def summarise(project: Path, profile: str, wall_s: float | None = None, since: f
             f["import_s"].append(j.import_s)
     for f in fam.values():  # per job, the mean (None: no job of the rule listed its imports)
         f["import_s"] = sum(f["import_s"]) / len(f["import_s"]) if f["import_s"] else None
-    return Summary(jobs=jobs, processes=len(cars), bookkeeping_s=book, wall_s=wall_s, setup_s=setup_s, families=fam)
+    return Summary(jobs=jobs, processes=len(cars), bookkeeping_s=book, wall_s=wall_s, setup_s=setup_s, families=fam,
+                   warm_jobs=sum(1 for c in cars if c.get("warm_worker")))
 
 
 def _iso(text) -> int | None:
@@ -250,6 +252,7 @@ def as_dict(s: Summary) -> dict:
         "wall_s": s.wall_s,
         "jobs": len(s.jobs),
         "processes": s.processes,
+        "warm_jobs": s.warm_jobs,
         "job_seconds": job_s,
         "startup_s": startup,
         "startup_share": startup / job_s if job_s else None,
@@ -273,7 +276,8 @@ def render(s: Summary) -> str:
     rows.append(f"{'all jobs':26s} {d['jobs']:4d} {job_s:8.1f}s {'':8s} {d['startup_s']:8.1f}s "
                 f"{(d['startup_share'] or 0):6.1%} {d['cli_startup_s']:5.1f}s")
     rows.append("")
-    rows.append(f"processes (irrepro, one run sidecar each; JVMs not counted): {d['processes']}")
+    rows.append(f"processes (irrepro, one run sidecar each; JVMs not counted): {d['processes']}, "
+                f"{d['warm_jobs']} of them forked from the warm worker (torch/transformers/peft preloaded)")
     rows.append(f"start-up: {d['startup_s']:.1f}s of {job_s:.1f}s job time = {(d['startup_share'] or 0):.1%} "
                 f"(CLI: job start -> first log line, {d['cli_startup_s']:.1f}s in all; + the stage library's "
                 f"imports, timed apart; * = no import list, CLI only)")

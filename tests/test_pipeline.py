@@ -7,6 +7,7 @@ its `dvc repro` run, each a few minutes on 2 cores and shared with test_dvc_remo
 test_verify and test_rerun_identical. `make run` covers the full mini grid.
 """
 
+import json
 import re
 import shutil
 
@@ -84,6 +85,13 @@ def test_snakemake_run_then_partial_reruns_in_both_runners(snakemake_run, shared
         assert (project / "results" / "mini" / "figures" / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
         assert (project / "results" / "mini" / "notebooks" / f"{name}.ipynb").stat().st_size > 0
     assert "rerank-llama-r2-mha" in (project / "results" / "mini" / "report.md").read_text()
+    # the model jobs forked from the run's warm worker (irrepro.warm_worker), which has stopped; the
+    # first ones may run cold while it preloads, these come later in the DAG
+    worker_log = (project / "logs" / "mini" / "warm-worker.log").read_text()
+    for job in ("irrepro rerank-eval ", "irrepro evaluate-tod "):
+        assert re.search(rf"^exit 0 after [0-9.]+s: {job}", worker_log, flags=re.M), (job, worker_log)
+    assert "stopped after" in worker_log
+    assert json.loads((project / "logs/mini/rerank_eval/llama-r2-mha.run.json").read_text())["warm_worker"] is True
     # everything below runs tools in the project: a private copy of the session's run
     monkeypatch.setenv("IRREPRO_DATA_MIRROR", str(shared_data))
     project = copy_project(project, tmp_path / "project")

@@ -15,7 +15,7 @@ import sys
 
 import shtab
 
-from . import __version__, provenance, sidecar
+from . import __version__, provenance, sidecar, warm_worker
 from .cli_tools import TOOLS
 from .cli_user import START_HERE, USER_COMMANDS
 from .commands import register
@@ -52,6 +52,9 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    code = warm_worker.delegate(argv)  # a Snakemake run's warm worker, when there is one
+    if code is not None:
+        return code
     a = make_parser().parse_args(argv)
     a.argv = argv
     setup_logging(a.log)

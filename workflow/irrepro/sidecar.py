@@ -85,18 +85,26 @@ def record(section: str, data: dict) -> None:
 def finish(returncode: int) -> None:
     """Close the record: end time, duration, the command's return code and what it imported."""
     t0 = _state["t0"]
+    from .warm_worker import preloaded
+
     _state["doc"].update(finished=_now(), returncode=int(returncode),
-                         seconds=round(time.time() - t0, 3) if t0 else None, imported=imported_modules())
+                         seconds=round(time.time() - t0, 3) if t0 else None, imported=imported_modules(),
+                         warm_worker=bool(preloaded))
     _write()
 
 
 def imported_modules() -> list[str]:
     """What this process imported beyond the standard library: each third-party package (top
     level) and each irrepro module. benchmarks/bench_pipeline.py times importing them in a
-    fresh interpreter: a job's cold-start cost."""
+    fresh interpreter: a job's cold-start cost. In a warm worker's job, what the worker had
+    imported before the job started is not the job's cost and is left out."""
+    from .warm_worker import preloaded
+
     names = set()
     for name in list(sys.modules):
         top = name.split(".")[0]
+        if name in preloaded or top in preloaded and top != "irrepro":
+            continue
         if top == "irrepro":
             names.add(name)
         elif not top.startswith("_") and top not in sys.stdlib_module_names:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
-from irrepro import dvcgen
+from irrepro import dvcgen, warm_worker
 from irrepro.dvcgen import in_dir, metric, plot
 from irrepro.params import check_and_resolve, route
 from irrepro.plan import check_runtimes, load_resources
@@ -28,6 +28,9 @@ ROUTE = route(PROFILE)
 # estimated job time (`irrepro plan`) exceeds a rule's runtime is refused here, before any job
 # runs; the error names the rule and both numbers.
 RESOURCES = {rule: per_route[ROUTE] for rule, per_route in load_resources().items()}
+# the rules whose jobs fork from the run's warm worker (Snakefile onstart), and their threads
+MODEL_RULES = {rule for rule, res in RESOURCES.items() if "gpu" in res}
+MODEL_THREADS = max(RESOURCES[rule].get("threads", 1) for rule in MODEL_RULES)
 check_runtimes(P, {rule: {ROUTE: r["runtime"]} for rule, r in RESOURCES.items()})
 
 RAW = f"data/{PROFILE}/raw"
