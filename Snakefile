@@ -41,10 +41,14 @@ rule all:
 
 
 onstart:
-    # Jobs fork from one warm worker that has imported torch/transformers/peft (irrepro.warm_worker):
-    # started when the run has model jobs, i.e. jobs of rules with a GPU resource.
-    if sum(job.rule.name in MODEL_RULES for job in workflow.dag.needrun_jobs()) >= 2:
-        warm_worker.start_for_run(f"logs/{PROFILE}/warm-worker.log", threads=MODEL_THREADS)
+    # Jobs fork from one warm worker that has imported torch/transformers/peft (irrepro.warm_worker),
+    # started when the run has model jobs (rules with a GPU resource), with their threads in its
+    # environment as Snakemake gives them to the jobs (OMP_NUM_THREADS, ...).
+    model_threads = [job.threads for job in workflow.dag.needrun_jobs() if job.rule.name in MODEL_RULES]
+    if len(model_threads) >= 2:
+        warm_worker.start_for_run(
+            f"logs/{PROFILE}/warm-worker.log", max(set(model_threads), key=model_threads.count)
+        )
 
 
 onerror:

@@ -28,9 +28,8 @@ ROUTE = route(PROFILE)
 # estimated job time (`irrepro plan`) exceeds a rule's runtime is refused here, before any job
 # runs; the error names the rule and both numbers.
 RESOURCES = {rule: per_route[ROUTE] for rule, per_route in load_resources().items()}
-# the rules whose jobs fork from the run's warm worker (Snakefile onstart), and their threads
+# the rules whose jobs fork from the run's warm worker (Snakefile onstart)
 MODEL_RULES = {rule for rule, res in RESOURCES.items() if "gpu" in res}
-MODEL_THREADS = max(RESOURCES[rule].get("threads", 1) for rule in MODEL_RULES)
 check_runtimes(P, {rule: {ROUTE: r["runtime"]} for rule, r in RESOURCES.items()})
 
 RAW = f"data/{PROFILE}/raw"
