@@ -30,6 +30,7 @@ $(STAMP): envs/requirements.lock pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (irrepro)" >/dev/null
 	$(BIN)/irrepro check-params
+	$(BIN)/python -m irrepro.precompile  # numba-compiles ranx's kernels into its cache (else ~30 s in the first evaluations)
 	touch $(STAMP)
 
 # --keep-going: a failed job stops only the jobs that need its output; every other job still

@@ -245,18 +245,20 @@ def _truncate(path: Path) -> None:
 
 
 def _one_config_params(p: P) -> None:
-    """Fine-tuning grid cut to llama-r2-mha (what _collect builds)."""
+    """Fine-tuning grid cut to llama-r2-mha, 15 steps with checkpoints every 5 (what _collect builds)."""
     import yaml
 
     P_ = yaml.safe_load(p.params.read_text())
     P_["finetune"].update(families=["llama"], ranks=[2], targets=["mha"])
+    P_["finetune"]["max_steps"]["mini"] = 15
+    P_["finetune"]["save_steps"]["mini"] = 5
     P_["ablate"].update(families=["llama"], ranks=[2], targets=["mha"])
     p.params.write_text(yaml.safe_dump(P_, sort_keys=False))
 
 
 def _collect_missing_final(p: P) -> list[str]:
     _one_config_params(p)
-    # mini: max_steps 15, checkpoints every 5; the run of the final checkpoint (15) is missing
+    # the run of the final checkpoint (15) is missing
     return _collect(p, {"dl19": [5, 10]})
 
 
