@@ -46,11 +46,11 @@ PRELOAD = (
 # Environment variables a preloaded library may read when it is imported (cache locations,
 # offline switches, thread counts, devices). A job whose value of any of them differs from the
 # worker's runs cold, in its own process.
-# Snakemake gives every job OMP_NUM_THREADS etc. = its threads: the worker is started with the
-# model rules' value, so their jobs match it and a job with other threads runs cold.
 IMPORT_TIME_ENV = ("HF_", "HUGGINGFACE", "TRANSFORMERS", "TORCH", "PYTORCH", "CUDA", "NVIDIA", "OMP_", "MKL_",
                    "OPENBLAS_", "GOTO_", "VECLIB_", "NUMEXPR_", "KMP_", "TOKENIZERS", "PYTHON", "LD_", "XDG_",
                    "NUMBA", "SAFETENSORS", "PEFT", "ACCELERATE", "BITSANDBYTES", "TRITON", "WANDB")
+# Snakemake gives every job OMP_NUM_THREADS etc. = its threads: the worker is started with the
+# model jobs' value, so their jobs match it and a job with other threads runs cold.
 THREAD_ENV = ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 _HEADER = struct.Struct("!Q")
