@@ -54,8 +54,11 @@ report: setup ## HTML report of a finished run (results/<profile>/report.html)
 	$(BIN)/snakemake --cores $(CORES) report_pages
 	$(BIN)/snakemake --report results/$$($(BIN)/python -c "import yaml;print(yaml.safe_load(open('params.yaml'))['profile'])")/report.html report_pages
 
+# Two pytest-xdist workers, a module per worker at a time (tests/conftest.py): most tests use one
+# core. `.venv/bin/pytest tests/test_x.py` runs one module in one process.
+TEST_WORKERS ?= 2
 test: setup ## run the test suite
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 # Dress rehearsal of the paper route on CPU (README "Rehearsal"): the paper profile with the sizes of
 # workflow/rehearsal.yaml, tiny hub-format checkpoints in a local hub cache (offline), upstream-format

@@ -7,12 +7,46 @@ from pathlib import Path
 import pytest
 import yaml
 
+# Under `pytest -n 2` (make test) each worker has one core's share; torch's default of one thread
+# per core would put four busy threads on two cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT / "workflow"))
 
 # the whole-pipeline runs shared by the end-to-end tests (session fixtures)
 pytest_plugins = ["pipeline_fixtures"]
+
+# The modules that read the session's pipeline runs (pipeline_fixtures): under pytest-xdist they
+# must share one worker, or each worker would make both runs again.
+PIPELINE_MODULES = {"test_pipeline", "test_dvc_remote", "test_verify", "test_rerun_identical"}
+
+
+def _work_unit(nodeid: str) -> str:
+    module = nodeid.split("::", 1)[0]
+    return "pipeline" if Path(module).stem in PIPELINE_MODULES else module
+
+
+def pytest_collection_modifyitems(items):
+    """The pipeline modules first: under xdist, one worker starts on them (the longest unit)
+    while the other takes the rest. The order within stays."""
+    items.sort(key=lambda item: _work_unit(item.nodeid) != "pipeline")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``make test`` runs ``pytest -n 2``: whole modules go to a worker, so each module's fixtures
+    are built once, and the pipeline modules go together. (xdist's own ``--dist loadgroup``
+    does not group under pytest 9: it renames ``item._nodeid``, which pytest 9 no longer reads.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _work_unit(nodeid)
+
+    return ByModule(config, log)
 
 
 @pytest.fixture(scope="session")

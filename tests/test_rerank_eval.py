@@ -134,6 +134,17 @@ def test_score_pairs_restores_training_mode_and_dtypes(tiny_base_dir, tmp_path):
     np.testing.assert_allclose(bf16, ref, atol=0.15 * (np.abs(ref).max() + 1))
 
 
+def test_score_pairs_reports_a_bad_pair_by_its_input_position(tiny_base_dir, tmp_path):
+    # the error names the pair's position in the caller's list, whatever batch it is scored in
+    base = tiny_base_dir("llama")
+    model, tok = plain_load(base, make_lora_adapter(base, tmp_path / "a", seed=5, family="llama"))
+    assert tok.pad_token is not None
+    pairs = list(PAIRS)
+    pairs[5] = ("fox", f"the quick brown fox {tok.pad_token}")
+    with pytest.raises(ValueError, match=r"^pair 5 ends with the pad token id"):
+        score_pairs(model, tok, pairs, batch_size=2)
+
+
 def test_rerank_takes_top_depth_in_first_stage_order(tiny_base_dir, tmp_path):
     base = tiny_base_dir("llama")
     model, tok = plain_load(base, make_lora_adapter(base, tmp_path / "a", seed=5, family="llama"))
