@@ -22,7 +22,8 @@ tokenising, and ``ours, tokenising in a thread``: the pairs in chunks of 16 batc
 tokenised in a background thread while the previous one is scored (the tokenizer releases the
 GIL), i.e. what overlapping tokenisation with the forward would gain. All outputs are checked
 to agree (same scores, same order) before any figure is printed. Times are wall clock (median
-and best of ``--repeats``, methods interleaved) plus the process CPU time, which is less sensitive to other jobs on a shared machine.
+and best of ``--repeats``, methods interleaved) plus the process CPU time, which is less
+sensitive to other jobs on a shared machine.
 
     .venv/bin/python benchmarks/bench_scoring.py --threads 1 --repeats 5
 
