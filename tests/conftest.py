@@ -31,7 +31,13 @@ def _work_unit(nodeid: str) -> str:
 
 def pytest_collection_modifyitems(items):
     """The pipeline modules first (the order within stays): under xdist one worker starts on
-    them, the longest unit (~7 of the suite's ~14 CPU-minutes), while the other takes the rest."""
+    them, the longest unit (~7 of the suite's ~14 CPU-minutes), while the other takes the rest.
+    A module that reads the session runs but is not in PIPELINE_MODULES is refused."""
+    stray = {Path(item.nodeid.split("::", 1)[0]).stem for item in items
+             if {"snakemake_run", "dvc_run"} & set(getattr(item, "fixturenames", ()))} - PIPELINE_MODULES
+    if stray:
+        raise pytest.UsageError(f"{sorted(stray)} use the session pipeline runs: add them to PIPELINE_MODULES "
+                                "in tests/conftest.py, or each xdist worker makes those runs again")
     items.sort(key=lambda item: _work_unit(item.nodeid) != "pipeline")
 
 
