@@ -165,6 +165,12 @@ def dvc_over(rule, **lists):
     DVC_OVER[rule] = lists
 
 
+# Snakemake priority of the SynTOD chain's long single jobs (syntod_base, finetune_tod, evaluate_tod;
+# 30-60 s each at mini): started as soon as they can run, the many short Study 1 jobs fill the other
+# core around them; left to the default order, the run ended on one of them with a core idle.
+LONG_JOB_PRIORITY = 10
+
+
 def resources_of(rule, processes=1):
     """The rule's runtime, mem_mb and gpu for this route (workflow/resources.yaml); ``processes``
     GPU processes of one job (a multi-GPU launch) multiply its gpu count."""

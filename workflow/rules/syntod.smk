@@ -70,6 +70,7 @@ rule syntod_base:
         directory(SYN_BASE),
     log:
         f"{LOGS}/syntod_base.log",
+    priority: LONG_JOB_PRIORITY
     conda:
         ENV
     threads: threads_of("syntod_base")
@@ -203,6 +204,7 @@ rule finetune_tod:
         f"{LOGS}/finetune_tod/{{domain}}-{{method}}.log",
     benchmark:
         f"{LOGS}/benchmarks/finetune_tod/{{domain}}-{{method}}.tsv"
+    priority: LONG_JOB_PRIORITY
     conda:
         ENV
     threads: threads_of("finetune_tod")
@@ -261,6 +263,7 @@ rule evaluate_tod:
         f"{LOGS}/evaluate_tod/{{domain}}-{{method}}.log",
     benchmark:
         f"{LOGS}/benchmarks/evaluate_tod/{{domain}}-{{method}}.tsv"
+    priority: LONG_JOB_PRIORITY
     conda:
         ENV
     threads: threads_of("evaluate_tod")
