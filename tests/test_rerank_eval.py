@@ -249,6 +249,39 @@ def test_head_check_catches_a_head_that_did_not_switch(tiny_base_dir, tmp_path):
         E.AdapterSwitcher(E.load_base(base)[0]).attach(headless)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_merged_adapter_is_merge_and_unload_and_restores_the_base_exactly(tiny_base_dir, tmp_path, dtype):
+    """Scoring merges the adapter as the authors' inference does (plain peft merge_and_unload,
+    the same weights bit for bit, in bf16 too), and leaves the base weights as they were,
+    which in bf16 unmerging alone would not."""
+    from peft.tuners.lora import LoraLayer
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    base = tiny_base_dir("llama")
+    adapter = make_lora_adapter(base, tmp_path / "a", seed=41, family="llama", targets="all")
+    pm = E.AdapterSwitcher(E.load_base(base, dtype=dtype)[0]).attach(adapter)
+    lora = {name.removeprefix("base_model.model."): m for name, m in pm.named_modules() if isinstance(m, LoraLayer)}
+    before = {name: m.get_base_layer().weight.detach().clone() for name, m in lora.items()}
+    authors = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, dtype=getattr(torch, dtype))
+    authors = peft.PeftModel.from_pretrained(authors, adapter).merge_and_unload()
+    with E.merged_adapter(pm):
+        for name, m in lora.items():
+            assert m.merged
+            assert torch.equal(m.get_base_layer().weight, authors.get_submodule(name).weight), name
+            assert not torch.equal(m.get_base_layer().weight, before[name]), name  # the update is in
+        if dtype == "float32":  # the head computes in fp32 (a registered deviation), so compare scores in fp32
+            tok = AutoTokenizer.from_pretrained(base)
+            np.testing.assert_allclose(reference_scores(pm, tok, PAIRS), reference_scores(authors.eval(), tok, PAIRS),
+                                       rtol=1e-5, atol=1e-6)
+    for name, m in lora.items():
+        assert not m.merged
+        assert torch.equal(m.get_base_layer().weight, before[name]), name
+    if dtype == "bfloat16":  # why the originals are kept: W + delta - delta is not W in bf16
+        pm.merge_adapter()
+        pm.unmerge_adapter()
+        assert any(not torch.equal(m.get_base_layer().weight, before[n]) for n, m in lora.items())
+
+
 def test_evaluate_checkpoints_resume_and_validation(tiny_base_dir, tmp_path, monkeypatch):
     base = tiny_base_dir("llama")
     a1 = make_lora_adapter(base, tmp_path / "a1", seed=31, family="llama")

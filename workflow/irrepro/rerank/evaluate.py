@@ -14,6 +14,8 @@ peft *module to save* (``ModulesToSaveWrapper``: one copy per adapter plus the o
 if it did not follow the switch, every checkpoint after the first would be scored with
 another checkpoint's head, or with the base's randomly initialised one when an adapter
 carries no head (peft then silently disables the wrapper). Either is a hard error here.
+Each checkpoint is scored with its adapter merged into the base weights, as the authors'
+inference does (:func:`merged_adapter`), and the base weights are restored exactly after it.
 
 Candidate pairs are tokenised once per dataset and reused for every checkpoint. A dataset
 may name the checkpoint ``steps`` it is reranked with (e.g. a large set only with the final
@@ -27,6 +29,7 @@ recomputed (the base model is not even loaded when every run is reusable).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import json
@@ -57,6 +60,7 @@ __all__ = [
     "load_passages",
     "check_active_adapter",
     "AdapterSwitcher",
+    "merged_adapter",
     "evaluate_checkpoints",
     "compare_to_bm25",
     "HeadNotSwitched",
@@ -236,6 +240,38 @@ class AdapterSwitcher:
         self.model.eval()
         check_active_adapter(self.model, name, adapter_dir)
         return self.model
+
+
+@contextlib.contextmanager
+def merged_adapter(peft_model):
+    """Inside the block, the active adapter is merged into the base weights, as the authors'
+    inference (``merge_and_unload`` before scoring); afterwards the base weights are exactly
+    those before it.
+
+    The merge is peft's own (``merge_adapter``: ``W += delta`` in the base weight's dtype, what
+    ``merge_and_unload`` runs). The adapted weights are copied to host memory first and copied
+    back at the end rather than recovered by unmerging, because ``W + delta - delta`` does not
+    round back to ``W`` in bf16, and the next checkpoint must start from the same base whether or
+    not earlier ones were scored (resume). The copy costs host memory (~14 GB for an 8B model with
+    every projection adapted, bf16), not GPU memory.
+    """
+    import torch
+    from peft.tuners.lora import LoraLayer
+
+    # the layers the active adapter adapts (a previous checkpoint may have left wrappers elsewhere)
+    layers = [m for m in peft_model.modules()
+              if isinstance(m, LoraLayer) and any(a in m.lora_A for a in m.active_adapters)]
+    kept = [(w, w.detach().to("cpu", copy=True)) for w in (layer.get_base_layer().weight for layer in layers)]
+    peft_model.merge_adapter()
+    try:
+        yield peft_model
+    finally:
+        for layer in layers:  # peft's bookkeeping (merged_adapters); the weights are put back next
+            if layer.merged:
+                layer.unmerge()
+        with torch.no_grad():
+            for weight, original in kept:
+                weight.copy_(original)
 
 
 # ----------------------------------------------------------------------------- resume fingerprints
@@ -418,6 +454,7 @@ def evaluate_checkpoints(
                 "qmax": qmax,
                 "pmax": pmax,
                 "dtype": str(dtype),
+                "adapter": "merged",
             }
             run = None
             if resume and run_path.is_file():
@@ -433,8 +470,9 @@ def evaluate_checkpoints(
                     log.info("%s step %d: attached adapter %s in %.1fs", label, step, path, time.perf_counter() - t0)
                 t0 = time.perf_counter()
                 pad = _pad_token_id(model, tokenizer())
-                scores = score_encoded(model, x["encoded"], pad, batch_size=batch_size, dtype=dtype, keys=x["keys"],
-                                       desc=f"{label} step {step} on {name}")
+                with merged_adapter(model):
+                    scores = score_encoded(model, x["encoded"], pad, batch_size=batch_size, dtype=dtype,
+                                           keys=x["keys"], desc=f"{label} step {step} on {name}")
                 dt = time.perf_counter() - t0
                 run = to_run(x["keys"], scores)
                 write_run(run, run_path, tag=_tag(label, step))
