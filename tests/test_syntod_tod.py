@@ -203,6 +203,13 @@ def test_sft_learns_the_planted_intents(base_dir, train_file, tmp_path):
     assert loss_after < loss_before - 0.5, (loss_before, loss_after)
 
     model = tod.TODModel(base, out / "final")
+    # the adapter is merged into the weights (as the original's vLLM inference) and computes what peft's does
+    assert not any("lora" in name for name, _ in model.model.named_parameters())
+    ids = torch.tensor([tok(CONVS[0])["input_ids"][:48]])
+    with torch.no_grad():
+        torch.testing.assert_close(model.model(input_ids=ids).logits,
+                                   PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), out / "final")(
+                                       input_ids=ids).logits, rtol=1e-4, atol=1e-5)
     preds = model.complete(examples, max_new_tokens=24, batch_size=8)
     parsed = [parse_prediction(p) for p in preds]
     assert all(ok for _, _, ok in parsed), preds
