@@ -8,6 +8,7 @@ Authorization header and nowhere else (logs, exception texts, cache files, descr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import multiprocessing
@@ -498,6 +499,20 @@ def test_simulator_through_cache_and_chat_json(tmp_path):
     assert got["intent"] == "select_i" and "3" in got["text"] and b.stats()["calls"] == 1
     b2 = make_backend({"kind": "offline", "simulator_seed": 4}, tmp_path)
     assert chat_json(b2, MSGS, required_keys=["text"], meta=meta) == got and b2.stats()["calls"] == 0
+
+
+def test_simulator_cache_key_follows_the_templates_file(tmp_path, monkeypatch):
+    """An edit of the templates file misses the reply cache (its sha256 is in the key)."""
+    from irrepro.syntod import cache
+    from irrepro.syntod.llm import simulator
+
+    sim = OfflineSimulator(seed=4)
+    assert sim.cache_identity()["user_templates_sha256"] == hashlib.sha256(
+        simulator.USER_TEMPLATES_PATH.read_bytes()).hexdigest()
+    meta = {"task": "user_turn", "intent": "select_i", "slots": {"selection": 3}}
+    key, _ = cache.request_key(sim, MSGS, {}, False, meta)
+    monkeypatch.setattr(simulator, "user_templates_sha256", lambda: "0" * 64)  # the file as edited
+    assert cache.request_key(sim, MSGS, {}, False, meta)[0] != key
 
 
 # --------------------------------------------------------------------------- make_backend

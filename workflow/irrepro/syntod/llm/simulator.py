@@ -56,6 +56,13 @@ def user_templates() -> dict[str, list[str]]:
     return load_user_templates()
 
 
+@functools.cache
+def user_templates_sha256() -> str:
+    """sha256 of the packaged templates file: part of the reply-cache key, so an edit of the
+    templates is not served the replies made from the old ones."""
+    return hashlib.sha256(USER_TEMPLATES_PATH.read_bytes()).hexdigest()
+
+
 _FIELD = re.compile(r"\{(\w+)\}")
 
 
@@ -177,7 +184,8 @@ class OfflineSimulator(Backend):
         self.seed = seed
 
     def cache_identity(self) -> dict:
-        return {"backend": self.name, "model": self.model, "simulator_seed": self.seed}
+        return {"backend": self.name, "model": self.model, "simulator_seed": self.seed,
+                "user_templates_sha256": user_templates_sha256()}
 
     def describe(self) -> dict:
         return {"kind": self.name, "model": self.model, "seed": self.seed,
