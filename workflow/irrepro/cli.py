@@ -13,22 +13,17 @@ import argparse
 import logging
 import sys
 
-import shtab
-
-from . import __version__, provenance, sidecar, warm_worker
-from .cli_tools import TOOLS
-from .cli_user import START_HERE, USER_COMMANDS
-from .commands import register
-from .errors import run_command
-from .params import DEFAULT_PARAMS, PROFILES, load_params
-from .progress import progress_logging
-from .stages import STAGES
-from .utils import setup_logging
+# Only what handing a job to the run's warm worker needs is imported here: every job of a
+# Snakemake run starts this module as a client, and the rest (jsonschema, shtab, the stage
+# registry: ~0.2 s) is imported in the worker's child that runs the job, or below without a worker.
+from . import __version__, warm_worker
 
 log = logging.getLogger("irrepro")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
+    from .params import DEFAULT_PARAMS, PROFILES
+
     p.add_argument("--profile", choices=list(PROFILES), help="override params.yaml's profile")
     p.add_argument("--params", default=DEFAULT_PARAMS, help="params file (default: %(default)s)")
     p.add_argument("--log", help="also write the log to this file (the rule's log under logs/)")
@@ -37,6 +32,13 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def make_parser() -> argparse.ArgumentParser:
     """The argparse tree of every registered command (stages, user commands, ``tools``)."""
+    import shtab
+
+    from .cli_tools import TOOLS
+    from .cli_user import START_HERE, USER_COMMANDS
+    from .commands import register
+    from .stages import STAGES
+
     ap = argparse.ArgumentParser(prog="irrepro", description=__doc__, epilog=START_HERE,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action="version", version=f"irrepro {__version__}")
@@ -55,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     code = warm_worker.delegate(argv)  # a Snakemake run's warm worker, when there is one
     if code is not None:
         return code
+    from .errors import run_command
+    from .utils import setup_logging
+
     a = make_parser().parse_args(argv)
     a.argv = argv
     setup_logging(a.log)
@@ -65,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(a) -> int:
+    from . import provenance, sidecar
+    from .params import load_params
+    from .progress import progress_logging
+
     P = load_params(a.params, a.profile)
     log.info("irrepro %s (profile %s)", a.command, P["profile"])
     # timings, host and dates of this job go to its run sidecar beside the log, never into its outputs

@@ -41,7 +41,7 @@ PRELOAD = (
     "numpy", "pandas", "torch", "safetensors.torch", "tokenizers", "transformers", "peft",
     "transformers.models.llama.modeling_llama", "transformers.models.mistral.modeling_mistral",
     "transformers.models.gpt_neox.modeling_gpt_neox", "transformers.trainer", "peft.tuners.lora",
-    "ranx", "scipy.stats", "sentence_transformers",
+    "ranx", "scipy.stats", "sentence_transformers", "jsonschema", "shtab", "yaml",
 )
 # Environment variables a preloaded library may read when it is imported (cache locations,
 # offline switches, thread counts, devices). A job whose value of any of them differs from the
