@@ -366,8 +366,8 @@ class TODModel:
             from peft import PeftModel
 
             # merged into the weights: the original serves a full model to vLLM (LLM(args.model), no LoRA
-            # request: algoprog/SynTOD src/inference/inference_script.py:13), and one matmul per projection
-            # instead of W x + B(A x) makes greedy decoding ~1/6 faster at mini
+            # request: algoprog/SynTOD src/inference/inference_script.py:13); one matmul per projection
+            # instead of W x + B(A x) also decodes faster
             self.model = PeftModel.from_pretrained(self.model, str(adapter)).merge_and_unload()
         self.model.eval()
         self.tokenizer.padding_side = "left"
