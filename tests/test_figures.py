@@ -461,10 +461,10 @@ def _syntod_rows():
 
 
 def test_same_figure_same_bytes_across_processes(tmp_path):
-    """Constrained layout's solver orders its variables by memory address, so a figure laid out
-    more than once (a displayed one) came out of two processes with positions differing in the
-    last bits, and now and then a different PDF (a rerun's DVC hash changed). save() rounds the
-    frozen positions: six processes with different hash seeds write the same bytes."""
+    """Constrained layout's positions differ in the last bits from one process to the next (more
+    so for a figure laid out twice, as a displayed one), so now and then the same figure gave a
+    different PDF (a rerun's DVC hash changed). save() rounds the frozen positions: six processes
+    with different hash seeds write the same bytes."""
     tsv = _write_tsv(tmp_path / "syntod.tsv", _syntod_rows(), figures.SYNTOD_COLUMNS)
     script = (
         "import sys\nfrom irrepro import figures\n"

@@ -219,10 +219,10 @@ def save(fig: Figure, out_dir: str | os.PathLike, name: str, formats: Sequence[s
         raise FigureInputError(f"figures.formats: unsupported format(s) {bad}; use {sorted(_METADATA)}")
     if isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):
         # constrained layout moves artists a little on every draw: lay out once, then freeze, so
-        # every format (and every later save) shows the same layout. Its solver (kiwisolver) orders
-        # its variables by memory address, so the same figure can come out of two processes with
-        # positions differing in the last bits, enough to change a 6-decimal PDF coordinate now and
-        # then: the frozen positions are rounded to 1e-9 of the figure.
+        # every format (and every later save) shows the same layout. The solved positions also
+        # differ in the last bits from one process to the next (identical only with hash
+        # randomisation and ASLR off), enough to change a 6-decimal PDF coordinate now and then:
+        # the frozen positions are rounded to 1e-9 of the figure.
         fig.draw_without_rendering()
         fig.set_layout_engine("none")
         for ax in fig.axes:
